@@ -1,0 +1,358 @@
+"""Loading SDXL pipelines, choosing dtype and device, and the tiny offline SDXL used by the demo and tests.
+
+Everything that reads weights goes through `load_pipeline`, so the tiny model exercises the same code as a
+real checkpoint. Only safetensors files are loaded unless the caller passes `allow_pickle=True`: pickle-based
+files (.ckpt, .bin, .pt, .pth) can run arbitrary code while they load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline random-weight model
+PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth", ".pkl"}
+
+# Bump when the tiny model's shape changes, so an old cache is never loaded by new code.
+TINY_MODEL_VERSION = 2
+# The tiny model's native resolution: what the demo profile trains and samples at.
+TINY_RESOLUTION = 128
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message is one sentence that says what to do."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which precision a pipeline runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        # SDXL's original VAE overflows in fp16 and returns NaNs (black images); it is exact in fp32 and safe
+        # in bf16, so only fp16 gets an fp32 VAE.
+        return torch.float32 if self.dtype == torch.float16 else self.dtype
+
+
+def choose_placement(device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> Placement:
+    """Pick a device (CUDA, then Apple MPS, then CPU) and a dtype (bf16 where supported, fp16 on older GPUs, fp32 on CPU)."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    device = torch.device(device)
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif device.type == "mps":
+            dtype = torch.float16
+        else:
+            dtype = torch.float32
+    return Placement(device=device, dtype=dtype)
+
+
+def cache_dir() -> Path:
+    """Where sdxlab keeps things it builds once (the tiny model): $SDXLAB_CACHE, else ~/.cache/sdxlab."""
+    base = os.environ.get("SDXLAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sdxlab"
+    return Path(base)
+
+
+def resolve_model(model: str | os.PathLike) -> str:
+    """Turn a profile's model value into something `from_pretrained` understands: "tiny" becomes the cached tiny model's folder."""
+    if str(model) == TINY_MODEL:
+        return str(tiny_sdxl())
+    return str(model)
+
+
+def load_pipeline(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_pickle: bool = False,
+    local_files_only: bool | None = None,
+):
+    """Load a `StableDiffusionXLPipeline` from a hub id, a local diffusers folder or a single .safetensors file.
+
+    The pipeline is moved to the chosen device and dtype; with fp16 the VAE stays in fp32 so it cannot
+    overflow into black images.
+    """
+    from diffusers import StableDiffusionXLPipeline
+
+    placement = choose_placement(device, dtype)
+    source = resolve_model(model)
+    path = Path(source).expanduser()
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelLoadError(_pickle_refusal(path))
+    if path.exists() and path.is_dir():
+        _refuse_pickle_only_folder(path, allow_pickle)
+        pipe = _from_pretrained(StableDiffusionXLPipeline, str(path), placement, allow_pickle, local_files_only=True)
+    elif path.suffix.lower() in {".safetensors", *PICKLE_SUFFIXES}:
+        if not path.exists():
+            raise ModelLoadError(f"Model file {path} does not exist; check the path or pass a hub id or a diffusers folder.")
+        pipe = _from_single_file(StableDiffusionXLPipeline, path, placement)
+    else:
+        pipe = _from_pretrained(StableDiffusionXLPipeline, source, placement, allow_pickle, local_files_only)
+    return place_pipeline(pipe, placement)
+
+
+def place_pipeline(pipe, placement: Placement):
+    """Move a pipeline's parts to the device, keeping the VAE in a dtype that cannot overflow."""
+    # dtype was set at load time (casting afterwards would skip diffusers' keep-in-fp32 rules)
+    pipe.to(placement.device)
+    if pipe.vae.dtype != placement.vae_dtype:
+        pipe.vae.to(dtype=placement.vae_dtype)
+    if placement.vae_dtype != placement.dtype:
+        # The pipeline would otherwise upcast and downcast the VAE around every decode; it already is fp32.
+        pipe.vae.config.force_upcast = False
+    return pipe
+
+
+def _from_pretrained(cls, source: str, placement: Placement, allow_pickle: bool, local_files_only: bool | None):
+    kwargs: dict[str, Any] = {"dtype": placement.dtype, "use_safetensors": not allow_pickle}
+    if local_files_only is not None:
+        kwargs["local_files_only"] = local_files_only
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise ModelLoadError(_unreachable_message(source, error)) from error
+    except Exception as error:  # huggingface_hub raises its own HTTP and repository errors
+        if type(error).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
+            raise ModelLoadError(_unreachable_message(source, error)) from error
+        raise
+
+
+def _from_single_file(cls, path: Path, placement: Placement):
+    try:
+        return cls.from_single_file(str(path), dtype=placement.dtype, config=_single_file_config())
+    except Exception as error:
+        raise ModelLoadError(
+            f"Could not load the single-file checkpoint {path} ({type(error).__name__}: {_first_line(error)}); "
+            "single files need the SDXL base configuration, so pass a diffusers folder if this keeps failing."
+        ) from error
+
+
+def _single_file_config() -> str | None:
+    """A local SDXL configuration folder for single-file loading, so it never needs the hub for configs."""
+    folder = cache_dir() / "sdxl-base-config"
+    if not (folder / "model_index.json").exists():
+        write_sdxl_config(folder, load_architecture())
+    return str(folder)
+
+
+def _unreachable_message(source: str, error: BaseException) -> str:
+    return (
+        f"Could not load model '{source}' ({type(error).__name__}: {_first_line(error)}); "
+        "if it is a hub id, check the spelling, your network and that you accepted its licence, "
+        "or download it once and pass the local folder or .safetensors file as `model` instead."
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else "no details"
+
+
+def _pickle_refusal(path: Path) -> str:
+    return (
+        f"Refusing to load {path}: pickle-based weight files can run arbitrary code when loaded; "
+        "use a .safetensors version of it, or pass allow_pickle=True if you trust where it came from."
+    )
+
+
+def _refuse_pickle_only_folder(folder: Path, allow_pickle: bool) -> None:
+    if allow_pickle:
+        return
+    unet = folder / "unet"
+    if unet.is_dir() and not any(unet.glob("*.safetensors")) and any(p.suffix in PICKLE_SUFFIXES for p in unet.iterdir()):
+        raise ModelLoadError(_pickle_refusal(unet))
+
+
+# --- SDXL architecture -------------------------------------------------------------------------------------
+
+ARCHITECTURE_FILE = Path(__file__).with_name("sdxl_base_1_0_architecture.json")
+
+
+def load_architecture() -> dict[str, Any]:
+    """SDXL-base-1.0's exact component configurations (kept in the package: benchmarks build random models from it)."""
+    return json.loads(ARCHITECTURE_FILE.read_text())
+
+
+def write_sdxl_config(folder: Path, architecture: dict[str, Any]) -> None:
+    """Write model_index.json and every component's config, as a diffusers folder without weights."""
+    files = {"model_index": "model_index.json", "unet": "unet/config.json", "vae": "vae/config.json",
+             "text_encoder": "text_encoder/config.json", "text_encoder_2": "text_encoder_2/config.json",
+             "scheduler": "scheduler/scheduler_config.json"}
+    for name, relative in files.items():
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        config = dict(architecture[name])
+        if name.startswith("text_encoder"):
+            config.setdefault("model_type", "clip_text_model")
+        target.write_text(json.dumps(config, indent=2))
+    write_clip_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>")
+    write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+
+
+# --- the tiny offline SDXL -----------------------------------------------------------------------------------
+
+
+def tiny_sdxl(path: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
+    """Build (once) and return the folder of a tiny random-weight SDXL pipeline with SDXL's real structure.
+
+    Two CLIP text encoders whose penultimate hidden states are concatenated for cross-attention, the pooled
+    projection of the second one plus six time ids in `text_time` conditioning, a 4-level VAE with the real
+    scaling factor, and the real CLIP BPE tokenizer. Its images are noise: it proves plumbing, never quality.
+    """
+    folder = Path(path) if path is not None else cache_dir() / f"tiny-sdxl-v{TINY_MODEL_VERSION}"
+    if (folder / "model_index.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Build into a temporary folder and rename it, so an interrupted build never looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        build_tiny_pipeline(seed=seed).save_pretrained(staging, safe_serialization=True)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process finished first: theirs is as good as ours
+            if not (folder / "model_index.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def build_tiny_pipeline(seed: int = 0):
+    """The tiny pipeline in memory (random weights, fp32)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    architecture = load_architecture()
+    torch.manual_seed(seed)
+    text_width_1, text_width_2, time_embed = 32, 64, 16
+    unet = UNet2DConditionModel(
+        sample_size=TINY_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 1),
+        use_linear_projection=True,
+        cross_attention_dim=text_width_1 + text_width_2,  # both encoders' hidden states, concatenated
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed,
+        projection_class_embeddings_input_dim=text_width_2 + 6 * time_embed,  # pooled text + 6 time ids
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 16, 32, 32),  # four levels: 8x downsampling, like SDXL's VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=TINY_RESOLUTION,
+        scaling_factor=architecture["vae"]["scaling_factor"],
+        force_upcast=True,
+    )
+    common = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                  layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=3)
+    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=text_width_1, intermediate_size=64,
+                                                projection_dim=text_width_1, hidden_act="quick_gelu", **common))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=text_width_2, intermediate_size=128,
+                                                                projection_dim=text_width_2, hidden_act="gelu", **common))
+    scheduler = EulerDiscreteScheduler.from_config(architecture["scheduler"])
+    staging = Path(tempfile.mkdtemp(prefix="sdxlab-tokenizer-"))
+    try:
+        tokenizer = _load_tokenizer(staging / "tokenizer", pad_token="<|endoftext|>")
+        tokenizer_2 = _load_tokenizer(staging / "tokenizer_2", pad_token="!")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+    )
+
+
+def _load_tokenizer(folder: Path, pad_token: str):
+    from transformers import CLIPTokenizer
+
+    write_clip_tokenizer(folder, pad_token=pad_token)
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+# --- the real CLIP tokenizer, offline --------------------------------------------------------------------------
+
+
+def clip_vocab_file() -> Path:
+    """The CLIP BPE merges file that ships inside the open_clip_torch package (located without importing open_clip)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The CLIP vocabulary comes from the open_clip_torch package, which is not installed; "
+            "run `make demo` (or `pip install --no-deps open_clip_torch`) to install it."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
+
+
+@lru_cache(maxsize=1)
+def clip_vocabulary() -> tuple[dict[str, int], tuple[str, ...]]:
+    """CLIP's 49,408-token vocabulary and its BPE merges, rebuilt exactly as OpenAI's tokenizer builds them."""
+    lines = gzip.open(clip_vocab_file(), "rt", encoding="utf-8").read().split("\n")
+    merges = tuple(lines[1 : 49152 - 256 - 2 + 1])
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}, merges
+
+
+def write_clip_tokenizer(folder: Path, pad_token: str) -> None:
+    """Write vocab.json, merges.txt and the tokenizer config of SDXL's CLIP tokenizer (77 tokens)."""
+    vocab, merges = clip_vocabulary()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
+              "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token,
+              "do_lower_case": True, "clean_up_tokenization_spaces": True}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}, indent=2))
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))

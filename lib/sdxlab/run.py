@@ -1,0 +1,171 @@
+"""The papermill runner: execute the numbered notebooks in order into outputs/<run>/notebooks/.
+
+Parameters come from `env/profiles/<profile>.yaml`, then `-p key=value` overrides. Each notebook receives
+the parameters its `parameters` cell declares; a key no notebook declares is an error, so a typo never
+silently runs with the default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sdxlab.layout import RunLayout, project_root
+
+STAGES = ("01_capture", "02_train", "03_sample", "04_evaluate", "05_prompt_search")
+
+
+class RunError(RuntimeError):
+    """A run could not start or a notebook failed; the message is meant to be shown as it is."""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    stage: str
+    source: Path
+    output: Path
+    parameters: dict[str, Any]
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def profiles_dir() -> Path:
+    return project_root() / "env" / "profiles"
+
+
+def available_profiles() -> list[str]:
+    return sorted(path.stem for path in profiles_dir().glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A profile's parameters (a flat mapping from parameter name to value)."""
+    path = profiles_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise RunError(f"Unknown profile '{name}'; valid profiles: {', '.join(available_profiles())}.")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise RunError(f"Profile {path} must be a mapping of parameter names to values.")
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value read as YAML, so `steps=20`, `flip=true` and `prompts=[a, b]` get their types."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise RunError(f"Parameter override '{text}' must look like key=value.")
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
+@lru_cache(maxsize=None)
+def _declared_parameters(notebook: Path, modified: float) -> tuple[str, ...]:
+    import papermill
+
+    return tuple(papermill.inspect_notebook(str(notebook)).keys())
+
+
+def declared_parameters(notebook: Path) -> tuple[str, ...]:
+    """Names in a notebook's `parameters` cell."""
+    return _declared_parameters(notebook, notebook.stat().st_mtime)
+
+
+def select_stages(only: Iterable[str] | None = None, start_from: str | None = None) -> list[str]:
+    """The stages to run: all, `only` some (by number or name), or everything from one stage on."""
+
+    def find(token: str) -> str:
+        token = token.strip()
+        for stage in STAGES:
+            if token in (stage, stage[:2], stage[3:], str(int(stage[:2]))):
+                return stage
+        raise RunError(f"Unknown stage '{token}'; valid stages: {', '.join(STAGES)}.")
+
+    if only:
+        wanted = {find(token) for item in only for token in str(item).split(",") if token.strip()}
+        return [stage for stage in STAGES if stage in wanted]
+    if start_from:
+        return list(STAGES[STAGES.index(find(start_from)) :])
+    return list(STAGES)
+
+
+def plan_run(
+    profile: str,
+    overrides: Mapping[str, Any] | None = None,
+    run: str | None = None,
+    only: Iterable[str] | None = None,
+    start_from: str | None = None,
+) -> tuple[RunLayout, list[NotebookRun]]:
+    """Work out which notebooks run with which parameters, and check every parameter name first."""
+    values = {**load_profile(profile), **dict(overrides or {})}
+    stages = select_stages(only, start_from)
+    declared = {stage: declared_parameters(notebooks_dir() / f"{stage}.ipynb") for stage in STAGES}
+    valid = sorted({name for names in declared.values() for name in names})
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise RunError(f"Unknown parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(valid)}.")
+    run_name = run or values.get("run") or f"{profile}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    values["run"] = run_name
+    layout = RunLayout.for_run(run_name, values.get("outputs_dir"))
+    plan = [
+        NotebookRun(
+            stage=stage,
+            source=notebooks_dir() / f"{stage}.ipynb",
+            output=layout.notebooks / f"{stage}.ipynb",
+            parameters={key: value for key, value in values.items() if key in declared[stage]},
+        )
+        for stage in stages
+    ]
+    return layout, plan
+
+
+def execute(plan: list[NotebookRun], kernel_name: str | None = None, log=print) -> None:
+    """Run the planned notebooks one after another; the first failure stops the run with a clear message."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    for item in plan:
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        log(f"[sdxlab] {item.stage} -> {item.output}")
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(item.source), str(item.output), parameters=item.parameters, kernel_name=kernel_name,
+                cwd=str(item.source.parent), progress_bar=False, log_output=False,
+            )
+        except PapermillExecutionError as error:
+            raise RunError(
+                f"Notebook {item.stage} failed in cell {error.exec_count} ({error.ename}: {_short(error.evalue)}); "
+                f"the executed notebook with the full traceback is {item.output}, and everything produced "
+                "before it is kept."
+            ) from None
+        log(f"[sdxlab] {item.stage} done in {time.perf_counter() - started:.0f} s")
+
+
+def run_pipeline(
+    profile: str = "demo",
+    overrides: Mapping[str, Any] | None = None,
+    run: str | None = None,
+    only: Iterable[str] | None = None,
+    start_from: str | None = None,
+    kernel_name: str | None = None,
+    log=print,
+) -> RunLayout:
+    """Plan and execute a run; returns its layout so callers can find what it wrote."""
+    layout, plan = plan_run(profile, overrides, run, only, start_from)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silences a debugger warning in every kernel
+    execute(plan, kernel_name=kernel_name, log=log)
+    log(f"[sdxlab] run '{layout.root.name}' finished: {layout.root}")
+    return layout
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
