@@ -39,8 +39,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests bench notebooks
 
+# pytest runs the library tests and one papermill run of all notebooks; nbmake then runs every notebook
+# as committed (demo defaults), writing into a temporary outputs folder.
 test: lint
 	$(PY) -m pytest $(ARGS)
+	SDXLAB_OUTPUTS="$$(mktemp -d)" $(PY) -m pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider -q notebooks
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         overrides = dict(parse_override(item) for item in args.param)
         run_pipeline(args.profile, overrides, run=args.run_name, only=args.only, start_from=args.start_from,
-                     kernel_name=args.kernel)
+                     kernel_name=args.kernel, progress=True)
     except RunError as error:
         print(f"sdxlab: {error}", file=sys.stderr)
         return 2 if "Unknown" in str(error) else 1

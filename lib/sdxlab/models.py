@@ -104,12 +104,16 @@ def load_pipeline(
     path = Path(source).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
         raise ModelLoadError(_pickle_refusal(path))
-    if path.exists() and path.is_dir():
+    if _looks_like_path(source) and not path.exists():
+        raise ModelLoadError(
+            f"Model path {path} does not exist; pass an existing diffusers folder or .safetensors file, "
+            f"or a hub id such as {DEFAULT_MODEL}."
+        )
+    if path.is_dir():
+        _check_diffusers_folder(path)
         _refuse_pickle_only_folder(path, allow_pickle)
         pipe = _from_pretrained(StableDiffusionXLPipeline, str(path), placement, allow_pickle, local_files_only=True)
     elif path.suffix.lower() in {".safetensors", *PICKLE_SUFFIXES}:
-        if not path.exists():
-            raise ModelLoadError(f"Model file {path} does not exist; check the path or pass a hub id or a diffusers folder.")
         pipe = _from_single_file(StableDiffusionXLPipeline, path, placement)
     else:
         pipe = _from_pretrained(StableDiffusionXLPipeline, source, placement, allow_pickle, local_files_only)
@@ -134,7 +138,7 @@ def _from_pretrained(cls, source: str, placement: Placement, allow_pickle: bool,
         kwargs["local_files_only"] = local_files_only
     try:
         return cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         raise ModelLoadError(_unreachable_message(source, error)) from error
     except Exception as error:  # huggingface_hub raises its own HTTP and repository errors
         if type(error).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
@@ -160,11 +164,20 @@ def _single_file_config() -> str | None:
     return str(folder)
 
 
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are `owner/name`; anything with a file suffix, a leading ./~ or more than one slash is a path."""
+    return (
+        source.startswith((".", "/", "~", "\\"))
+        or source.count("/") > 1
+        or Path(source).suffix.lower() in {".safetensors", *PICKLE_SUFFIXES}
+    )
+
+
 def _unreachable_message(source: str, error: BaseException) -> str:
     return (
-        f"Could not load model '{source}' ({type(error).__name__}: {_first_line(error)}); "
-        "if it is a hub id, check the spelling, your network and that you accepted its licence, "
-        "or download it once and pass the local folder or .safetensors file as `model` instead."
+        f"Could not load model '{source}' from the Hugging Face hub ({type(error).__name__}): there is no network, "
+        "the id is misspelt, or the model is gated and its licence not accepted; download it once "
+        "(e.g. `hf download <id> --local-dir <folder>`) and pass that folder or a .safetensors file as `model`."
     )
 
 
@@ -178,6 +191,25 @@ def _pickle_refusal(path: Path) -> str:
         f"Refusing to load {path}: pickle-based weight files can run arbitrary code when loaded; "
         "use a .safetensors version of it, or pass allow_pickle=True if you trust where it came from."
     )
+
+
+SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+
+
+def _check_diffusers_folder(folder: Path) -> None:
+    """Fail with a teaching message before diffusers fails with a KeyError deep inside."""
+    index_file = folder / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}
+    missing = [name for name in SDXL_COMPONENTS if not (folder / name).is_dir()]
+    if "_class_name" not in index or missing:
+        what = f"missing {', '.join(missing)}" if missing else "model_index.json is missing or unreadable"
+        raise ModelLoadError(
+            f"Folder {folder} is not a complete diffusers SDXL folder ({what}); it needs model_index.json and the "
+            f"{', '.join(SDXL_COMPONENTS)} folders, as `save_pretrained` or `hf download` write them."
+        )
 
 
 def _refuse_pickle_only_folder(folder: Path, allow_pickle: bool) -> None:
@@ -323,7 +355,8 @@ def clip_vocab_file() -> Path:
 @lru_cache(maxsize=1)
 def clip_vocabulary() -> tuple[dict[str, int], tuple[str, ...]]:
     """CLIP's 49,408-token vocabulary and its BPE merges, rebuilt exactly as OpenAI's tokenizer builds them."""
-    lines = gzip.open(clip_vocab_file(), "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(clip_vocab_file(), "rt", encoding="utf-8") as vocab_file:
+        lines = vocab_file.read().split("\n")
     merges = tuple(lines[1 : 49152 - 256 - 2 + 1])
     byte_chars = list(_bytes_to_unicode().values())
     tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
@@ -355,4 +388,4 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))

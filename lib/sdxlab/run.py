@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _declared_parameters(notebook: Path, modified: float) -> tuple[str, ...]:
     import papermill
 
@@ -102,11 +102,13 @@ def plan_run(
     run: str | None = None,
     only: Iterable[str] | None = None,
     start_from: str | None = None,
+    notebooks: Path | None = None,
 ) -> tuple[RunLayout, list[NotebookRun]]:
     """Work out which notebooks run with which parameters, and check every parameter name first."""
+    notebooks = notebooks or notebooks_dir()
     values = {**load_profile(profile), **dict(overrides or {})}
     stages = select_stages(only, start_from)
-    declared = {stage: declared_parameters(notebooks_dir() / f"{stage}.ipynb") for stage in STAGES}
+    declared = {stage: declared_parameters(notebooks / f"{stage}.ipynb") for stage in STAGES}
     valid = sorted({name for names in declared.values() for name in names})
     unknown = sorted(set(values) - set(valid))
     if unknown:
@@ -117,7 +119,7 @@ def plan_run(
     plan = [
         NotebookRun(
             stage=stage,
-            source=notebooks_dir() / f"{stage}.ipynb",
+            source=notebooks / f"{stage}.ipynb",
             output=layout.notebooks / f"{stage}.ipynb",
             parameters={key: value for key, value in values.items() if key in declared[stage]},
         )
@@ -126,7 +128,7 @@ def plan_run(
     return layout, plan
 
 
-def execute(plan: list[NotebookRun], kernel_name: str | None = None, log=print) -> None:
+def execute(plan: list[NotebookRun], kernel_name: str | None = None, log=print, progress: bool = False) -> None:
     """Run the planned notebooks one after another; the first failure stops the run with a clear message."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -138,7 +140,7 @@ def execute(plan: list[NotebookRun], kernel_name: str | None = None, log=print) 
         try:
             papermill.execute_notebook(
                 str(item.source), str(item.output), parameters=item.parameters, kernel_name=kernel_name,
-                cwd=str(item.source.parent), progress_bar=False, log_output=False,
+                cwd=str(item.source.parent), progress_bar=progress, log_output=False,
             )
         except PapermillExecutionError as error:
             raise RunError(
@@ -157,11 +159,13 @@ def run_pipeline(
     start_from: str | None = None,
     kernel_name: str | None = None,
     log=print,
+    notebooks: Path | None = None,
+    progress: bool = False,
 ) -> RunLayout:
     """Plan and execute a run; returns its layout so callers can find what it wrote."""
-    layout, plan = plan_run(profile, overrides, run, only, start_from)
+    layout, plan = plan_run(profile, overrides, run, only, start_from, notebooks)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silences a debugger warning in every kernel
-    execute(plan, kernel_name=kernel_name, log=log)
+    execute(plan, kernel_name=kernel_name, log=log, progress=progress)
     log(f"[sdxlab] run '{layout.root.name}' finished: {layout.root}")
     return layout
 
