@@ -45,8 +45,11 @@ test: lint
 	$(PY) -m pytest $(ARGS)
 	SDXLAB_OUTPUTS="$$(mktemp -d)" $(PY) -m pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider -q notebooks
 
+# Bound to localhost with Jupyter's login token (printed below); the whole project is browsable so
+# outputs/ can be opened next to the notebooks. Root (containers, CI) needs --allow-root.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
 	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
