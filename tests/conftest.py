@@ -78,3 +78,49 @@ def group_photo(request):
         image = Image.open(io.BytesIO(wheel.read("insightface/data/images/t1.jpg")))
         image.load()
     return image.convert("RGB")
+
+
+# --- train (02_train): a small dataset folder in the capture stage's format, built without capture ---------
+
+
+def write_train_dataset(folder: Path, count: int = 6, resolution: int = 64, seed: int = 0,
+                        caption: str = "a photo of sks person") -> Path:
+    """`folder/images`, `folder/masks` and `metadata.jsonl` as docs/ARCHITECTURE.md describes them.
+
+    Each image is a differently coloured 'face' (an ellipse) on a gradient background; each mask is 255 on
+    the ellipse and 77 (background weight 0.3) elsewhere; crop boxes and source sizes vary like real photos'.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(count):
+        ramp = np.linspace(0, 1, resolution)[None, :, None]
+        background = (rng.uniform(0, 255, 3) * ramp + rng.uniform(0, 255, 3) * (1 - ramp)).repeat(resolution, axis=0)
+        image = Image.fromarray(background.astype(np.uint8), "RGB")
+        box = [int(resolution * v) for v in (0.25 + rng.uniform(-0.05, 0.05), 0.2, 0.75 + rng.uniform(-0.05, 0.05), 0.85)]
+        ImageDraw.Draw(image).ellipse(box, fill=tuple(int(v) for v in rng.uniform(60, 230, 3)))
+        mask = Image.new("L", (resolution, resolution), 77)
+        ImageDraw.Draw(mask).ellipse(box, fill=255)
+        name = f"{index + 1:04d}.png"
+        image.save(folder / "images" / name)
+        mask.save(folder / "masks" / name)
+        height, width = int(rng.integers(600, 1200)), int(rng.integers(500, 1000))
+        side = int(rng.integers(200, min(height, width)))
+        left, top = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
+        rows.append({"file_name": f"images/{name}", "text": caption, "mask_file": f"masks/{name}",
+                     "source": f"synthetic/{name}", "face_box": box, "crop_box": [left, top, left + side, top + side],
+                     "original_size": [height, width], "upscaled": side < resolution})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+@pytest.fixture
+def train_dataset(tmp_path) -> Path:
+    """A fresh six-image 64-px dataset folder (see `write_train_dataset`)."""
+    return write_train_dataset(tmp_path / "dataset")

@@ -1,0 +1,97 @@
+"""Evaluate (04_evaluate): does it look like me, does it follow the prompt, is it varied, did it copy my selfies?
+
+`evaluate_run(run)` reads `outputs/<run>/samples/` (or any folder of images: `evaluate_folder`) and the
+person's training photos in `outputs/<run>/dataset/`, and writes `outputs/<run>/metrics/`:
+
+- `per_image.csv` (one row per generated image),
+- `summary.json` (the same numbers summarised overall, per prompt, per LoRA scale, per checkpoint),
+- plots: `likeness_calibration.png`, `likeness_vs_alignment.png` (when prompts are known),
+  `likeness_per_checkpoint.png` (when several checkpoints were sampled), `gallery.png` (best and worst).
+
+Modules: `scorers` (the `Scorer` interface, `ClipAlignmentScorer`, `LikenessScorer`, `make_scorer`),
+`clip` (loading CLIP, the tiny offline CLIP), `likeness` (faces, identity, floor/ceiling calibration),
+`other_people` (the floor's faces), `diversity`, `copying`, `inputs` (what is read), `report` (tables,
+summary, plots, `compare_runs`).
+
+per_image.csv columns (stable; empty cells mean "not measured"):
+
+    file                       image path relative to the samples folder (as in samples.csv)
+    prompt                     the prompt it was made from ("" when unknown)
+    intent                     the prompt with the subject token replaced by the class word (what CLIP scores)
+    seed, lora_scale           from samples.csv or the PNG's parameters
+    checkpoint                 training checkpoint folder name (e.g. step_000400) or "final"
+    checkpoint_step            the step number in `checkpoint` (empty for "final")
+    face_found                 a confident face was detected (dlib HOG)
+    face_count                 confident faces in the image
+    face_score, face_size      detector confidence; face width over the image's shorter side
+    likeness                   cosine similarity of the main face's identity descriptor to the training centroid
+    likeness_nearest           the same to the nearest single training photo
+    likeness_position          calibrated likeness: 0 = floor (other people), 1 = ceiling (own photos, leave-one-out)
+    identity_distance          dlib Euclidean distance to the centroid (dlib: < 0.6 usually means the same person)
+    identity_distance_nearest  the same to the nearest training photo
+    identity_match             identity_distance < 0.6
+    likeness_nearest_photo     file name of the training photo nearest in identity
+    clip_t                     CLIP cosine between the image and `intent`
+    diversity_clip             mean CLIP image-embedding cosine distance to the other images of its group
+                               (same prompt, LoRA scale and checkpoint)
+    diversity_pose             mean distance of its pose/expression vector to those of its group's other faces
+    face_yaw, face_pitch, face_roll, mouth_open, mouth_width
+                               pose and expression proxies from the 68 landmarks (see `likeness.pose_features`)
+    copy_distance              CLIP image-embedding distance to the nearest training photo (mirrored or not)
+    copy_nearest_photo         that photo's file name
+    copy_flag                  copy_distance is below the smallest distance between two training photos
+    combined_score             mean percentile rank of likeness and CLIP-T in this evaluation (orders the gallery)
+    note                       what went wrong or is worth knowing for this image ("no face found", "grayscale")
+
+summary.json keys (stable):
+
+    note            "" or the warning that numbers come from random weights and are meaningless
+    meaningful      {"images": false for tiny-model images, "clip": false for the tiny CLIP, null if skipped}
+    created, run, samples_dir, dataset_dir, clip_model
+    images          number of images evaluated
+    notes           every message about skipped metrics or bad input, in plain sentences
+    calibration     training_faces, ceiling / ceiling_nearest / floor / floor_nearest ({mean, low, high, count};
+                    low/high are the 10th/90th percentiles), floor_source, copy_threshold, notes
+    overall, per_prompt, per_lora_scale, per_checkpoint
+                    group statistics; per_* map a prompt / scale ("0.8", "none") / checkpoint label to them,
+                    and per_checkpoint entries also carry "step". Group statistics:
+                    images, faces_found, face_found_rate, likeness_mean, likeness_nearest_mean,
+                    likeness_position_mean (means over images with a face), identity_match_rate (share of
+                    ALL images recognised as the person: no face counts as a miss), clip_t_mean,
+                    clip_diversity, pose_diversity, copies
+    files           the files written to metrics/
+"""
+
+from sdxlab.evaluate.clip import DEFAULT_CLIP_MODEL, TINY_CLIP, ClipModel, load_clip, tiny_clip
+from sdxlab.evaluate.inputs import find_samples, parse_a1111_parameters, training_photos
+from sdxlab.evaluate.likeness import Calibration, IdentityReference, LikenessUnavailable, calibrate, read_face
+from sdxlab.evaluate.other_people import group_photo_faces, group_photo_path, other_people
+from sdxlab.evaluate.report import (
+    CALIBRATION_KEYS,
+    GROUP_KEYS,
+    PER_IMAGE_COLUMNS,
+    SUMMARY_KEYS,
+    Evaluation,
+    RunComparison,
+    compare_runs,
+    evaluate_folder,
+    evaluate_run,
+)
+from sdxlab.evaluate.scorers import (
+    ClipAlignmentScorer,
+    LikenessScorer,
+    Scorer,
+    available_scorers,
+    intent_text,
+    make_scorer,
+    register_scorer,
+)
+
+__all__ = [
+    "CALIBRATION_KEYS", "DEFAULT_CLIP_MODEL", "GROUP_KEYS", "PER_IMAGE_COLUMNS", "SUMMARY_KEYS", "TINY_CLIP",
+    "Calibration", "ClipAlignmentScorer", "ClipModel", "Evaluation", "IdentityReference", "LikenessScorer",
+    "LikenessUnavailable", "RunComparison", "Scorer", "available_scorers", "calibrate", "compare_runs",
+    "evaluate_folder", "evaluate_run", "find_samples", "group_photo_faces", "group_photo_path", "intent_text",
+    "load_clip", "make_scorer", "other_people", "parse_a1111_parameters", "read_face", "register_scorer",
+    "tiny_clip", "training_photos",
+]

@@ -1,0 +1,126 @@
+"""What the search shows and writes: the leaderboard plot, the held-out grid, best_prompts.json, heldout.csv,
+and the best prompts ready to paste into the playground."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sdxlab import files
+from sdxlab.prompt_search.heldout import HeldoutResult
+from sdxlab.prompt_search.objective import TOTAL
+from sdxlab.prompt_search.search import SearchResult
+
+MEANINGLESS = "random-weight models: these scores are meaningless (they prove the plumbing, not the prompts)"
+
+
+def leaderboard_figure(result: SearchResult, note: str | None = None):
+    """Best-so-far and median score of each round, one panel per intent."""
+    import matplotlib.pyplot as plt
+
+    count = max(len(result.intents), 1)
+    figure, axes = plt.subplots(1, count, figsize=(5.2 * count, 3.6), squeeze=False)
+    for axis, search in zip(axes[0], result.intents, strict=False):
+        rounds = [summary.round for summary in search.rounds]
+        axis.step(rounds, [summary.best_so_far for summary in search.rounds], where="post", label="best so far",
+                  color="tab:blue", linewidth=2)
+        axis.plot(rounds, [summary.median for summary in search.rounds], "o--", label="median of the round",
+                  color="tab:orange")
+        axis.axhline(search.start.total, color="gray", linestyle=":", label="your starting prompt")
+        axis.set_xlabel("round (0: your starting prompt)")
+        axis.set_ylabel("total score on the search seeds")
+        axis.set_title(textwrap.shorten(search.intent.text, 60), fontsize=9)
+        axis.set_xticks(rounds)
+        axis.legend(fontsize=7, loc="lower right")
+    if note:
+        figure.suptitle(note, fontsize=9, color="firebrick")
+    figure.tight_layout()
+    return figure
+
+
+def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str | None = None, max_seeds: int = 4):
+    """Rows: the starting prompt, then the finalists by held-out score; columns: held-out seeds.
+
+    `image_for(prompt, seed)` returns the (cached) picture, so drawing the grid generates nothing new.
+    """
+    from sdxlab.plots import image_grid
+
+    images, captions, colors = [], [], []
+    columns = min(max_seeds, max((len(result.seeds) for result in heldouts), default=1))
+    for result in heldouts:
+        for entry in [result.start, *result.finalists]:
+            per_seed = {int(row_seed): row for row_seed, row in zip(result.seeds, entry.per_seed, strict=True)}
+            label = "YOUR START" if entry is result.start else f"#{result.finalists.index(entry) + 1}"
+            for column, seed in enumerate(result.seeds[:columns]):
+                images.append(image_for(entry.prompt, seed))
+                score = f"seed {seed}: {per_seed[seed][TOTAL]:.3f}"
+                if column == 0:  # the row's first picture carries the prompt (two lines at most) and its mean
+                    prompt = "\n".join(textwrap.wrap(textwrap.shorten(entry.prompt, 84, placeholder=" …"), 44))
+                    captions.append(f"{label} · mean {entry.heldout_total:.3f} · {score}\n{prompt}")
+                else:
+                    captions.append(score)
+                colors.append("dimgray" if entry is result.start else "black")
+    title = "Held-out seeds: your starting prompt (top row) vs the search's best"
+    if note:
+        title += f"\n{note}"
+    figure = image_grid(images, captions, columns=columns, title=title, cell_inches=2.8, caption_colors=colors)
+    # three-line captions need more room between rows than the shared grid leaves
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width, height + 0.3 * math.ceil(len(images) / columns))
+    figure.tight_layout()
+    return figure
+
+
+def heldout_rows(heldouts: Sequence[HeldoutResult]) -> list[dict]:
+    return [row for result in heldouts for row in result.rows]
+
+
+def best_prompts_summary(result: SearchResult, heldouts: Sequence[HeldoutResult], **context: Any) -> dict[str, Any]:
+    """Everything a reader needs to trust (or distrust) the answer, as JSON-able values."""
+    intents = []
+    for search, heldout in zip(result.intents, heldouts, strict=True):
+        intents.append({
+            "intent": search.intent.text,
+            "alignment_text": search.intent.alignment_text,
+            "start_prompt": search.intent.start_prompt,
+            "stop_reason": search.stop_reason,
+            "rounds_run": max((summary.round for summary in search.rounds), default=0),
+            "prompts_tried": len(search.history),
+            "unusable_proposals": search.unusable,
+            "heldout_seeds": heldout.seeds,
+            "start": {"prompt": heldout.start.prompt, "search": heldout.start.search_scores,
+                      "heldout": heldout.start.heldout_scores},
+            # the search's own first choice: its uplift is the unbiased one (chosen without seeing held-out seeds)
+            "search_pick": {"prompt": heldout.search_pick.prompt,
+                            "uplift": heldout.search_pick.uplift.to_dict() if heldout.search_pick.uplift else None},
+            "best": [{"rank": rank, "prompt": entry.prompt, "search": entry.search_scores, "heldout": entry.heldout_scores,
+                      "uplift": entry.uplift.to_dict() if entry.uplift else None}
+                     for rank, entry in enumerate(heldout.finalists, start=1)],
+        })
+    return {**context, "intents": intents}
+
+
+def write_outputs(folder: str | Path, summary: dict[str, Any], heldouts: Sequence[HeldoutResult]) -> dict[str, Path]:
+    """best_prompts.json and heldout.csv (candidates.csv is written by the search as it goes)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    return {"best_prompts": files.write_json(folder / "best_prompts.json", summary),
+            "heldout": files.write_csv(folder / "heldout.csv", pd.DataFrame(heldout_rows(heldouts)))}
+
+
+def paste_ready(summary: dict[str, Any]) -> str:
+    """The best prompts, one block per intent, ready to copy into the playground of 03_sample."""
+    blocks = []
+    for item in summary["intents"]:
+        lines = [f"# {item['intent']}", f"# your start ({item['start']['heldout'][TOTAL]:.3f} held-out): {item['start_prompt']}"]
+        for best in item["best"]:
+            lines.append(f"# #{best['rank']}: held-out {best['heldout'][TOTAL]:.3f}, "
+                         f"uplift {best['uplift']['mean']:+.3f} [{best['uplift']['ci_low']:+.3f}, {best['uplift']['ci_high']:+.3f}]")
+            lines.append(best["prompt"])
+        blocks.append("\n".join(lines))
+    note = summary.get("note")
+    return (f"# {note}\n\n" if note else "") + "\n\n".join(blocks)

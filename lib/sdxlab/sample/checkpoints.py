@@ -1,0 +1,79 @@
+"""Sampling the training checkpoints: the same prompt and seeds with the LoRA as it was at each saved step.
+
+The train stage writes `lora/checkpoints/step_NNNNNN/` with the LoRA exported at that step
+(`<lora_name>.safetensors`, and `<lora_name>_emb.safetensors` with pivotal tuning). Pictures made from them
+carry the folder name in their `checkpoint` parameter, so 04_evaluate can plot likeness over training.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdxlab.layout import RunLayout
+from sdxlab.sample.sampler import GeneratedImage, Sampler
+
+STEP_FOLDER = re.compile(r"^step_(\d+)$")
+COMPLETE_MARKER = "checkpoint.json"  # written last by the trainer: folders without it are unfinished
+
+
+def checkpoint_loras(layout: RunLayout, which: str | Sequence[str] | None = "all") -> list[Path]:
+    """The LoRA files of the run's training checkpoints, oldest first.
+
+    `which`: "all", a list of folder names (["step_000100"]) or None / [] for none. A named checkpoint that
+    does not exist is an error naming the ones that do.
+    """
+    if not which:
+        return []
+    config_file = layout.lora / "train_config.json"
+    if not config_file.is_file():
+        return []
+    config = json.loads(config_file.read_text())
+    lora_name = config.get("lora_name") or Path(config.get("lora_file") or "").stem
+    folders = sorted((int(match.group(1)), folder) for folder in (layout.lora / "checkpoints").glob("step_*")
+                     if (match := STEP_FOLDER.match(folder.name)) and (folder / COMPLETE_MARKER).is_file()
+                     and (folder / f"{lora_name}.safetensors").is_file())
+    available = {folder.name: folder / f"{lora_name}.safetensors" for _, folder in folders}
+    if which == "all":
+        return list(available.values())
+    if isinstance(which, str):
+        which = [which]
+    missing = [name for name in which if name not in available]
+    if missing:
+        raise ValueError(f"No checkpoint {', '.join(missing)} in {layout.lora / 'checkpoints'}; "
+                         f"available: {', '.join(available) or 'none'}.")
+    return [available[name] for name in which]
+
+
+def generate_per_checkpoint(
+    sampler: Sampler,
+    lora_files: Sequence[Path],
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    **settings,
+) -> list[GeneratedImage]:
+    """Generate `prompts` × `seeds` with each checkpoint's LoRA (and embeddings), then restore the sampler's own."""
+    if sampler.lora is None or not lora_files:
+        return []
+    final_lora, final_tokens = sampler.lora.path, list(sampler.tokens)
+    final_embeddings = _embeddings_next_to(final_lora)
+    generated: list[GeneratedImage] = []
+    try:
+        for lora_file in lora_files:
+            sampler.load_lora(lora_file)
+            embeddings = _embeddings_next_to(lora_file)
+            if final_tokens and embeddings:
+                sampler.load_embeddings(embeddings, final_tokens)
+            generated += sampler.generate(prompts, seeds, **settings)
+    finally:
+        sampler.load_lora(final_lora)
+        if final_tokens and final_embeddings:
+            sampler.load_embeddings(final_embeddings, final_tokens)
+    return generated
+
+
+def _embeddings_next_to(lora_file: Path) -> Path | None:
+    candidate = lora_file.with_name(f"{lora_file.stem.removesuffix('_kohya')}_emb.safetensors")
+    return candidate if candidate.is_file() else None

@@ -1,0 +1,16 @@
+"""The LoRA trainer (02_train): caches, training step, checkpoints and resume, export.
+
+    from sdxlab.train import TrainConfig, train
+    result = train(TrainConfig(dataset_dir=..., output_dir=..., model="tiny", resolution=128, steps=40))
+
+One module per concept: `config` (every parameter, validation), `data` (the dataset folder), `cache`
+(latents and caption embeddings computed once), `conditioning` (text and SDXL micro-conditioning), `lora`
+and `pivotal` (what trains), `step` (the loss), `optim`, `memory` (auto batch size, out-of-memory advice),
+`checkpoint`, `validation`, `prior` (class images), `loop` (`train`, top to bottom), `live` (the notebook's
+updating loss curve) and `export` (diffusers and kohya files).
+"""
+
+from sdxlab.train.config import TrainConfig, TrainError
+from sdxlab.train.loop import TrainEvent, TrainingInterrupted, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainError", "TrainEvent", "TrainResult", "TrainingInterrupted", "train"]

@@ -1,0 +1,164 @@
+"""Checkpoints: everything needed to continue a run exactly, written so that a half-written one never exists.
+
+`checkpoints/step_NNNNNN/` holds
+- the LoRA as exported at that step (`<lora_name>.safetensors`, `_kohya`, `_emb`): any checkpoint can be
+  sampled like the final LoRA;
+- `adapters.safetensors`: the trainable weights exactly as the trainer holds them (peft names), for resuming;
+- `training_state.pt`: optimiser, learning-rate schedule and loss-scaler states (loaded with weights_only);
+- `rng_<process>.pt`: the random-number generators' states at the start of the next step;
+- `checkpoint.json`: the step, the batch size actually used, and the parameters resuming must not change.
+
+The folder is written under a temporary name and renamed when complete (rename is atomic), and
+`checkpoint.json` is written last, so only complete checkpoints are ever found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from sdxlab import files
+from sdxlab.train.config import TrainConfig, TrainError
+
+STEP_FOLDER = re.compile(r"^step_(\d{6,})$")
+ADAPTERS_FILE = "adapters.safetensors"
+STATE_FILE = "training_state.pt"
+INFO_FILE = "checkpoint.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for folder in checkpoints_dir.iterdir():
+        match = STEP_FOLDER.match(folder.name)
+        if match and (folder / INFO_FILE).is_file():
+            found.append((int(match.group(1)), folder))
+    return sorted(found)
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / INFO_FILE).read_text())
+
+
+def check_resumable(folder: Path, config: TrainConfig, dataset_hash: str) -> dict[str, Any]:
+    """The checkpoint's info, after checking that resuming from it gives the run these parameters describe."""
+    info = read_info(folder)
+    saved, current = info["fingerprint"], json.loads(json.dumps(config.fingerprint(), default=str))
+    changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+    if changed:
+        first = changed[0]
+        more = f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise TrainError(f"Cannot resume from {folder}: {first} was {saved.get(first)!r} and is now "
+                         f"{current.get(first)!r}{more}; use the same values, or set train_resume=False to start over.")
+    if info["dataset_hash"] != dataset_hash:
+        raise TrainError(f"Cannot resume from {folder}: the dataset changed since that checkpoint; "
+                         "set train_resume=False to start over on the new dataset.")
+    return info
+
+
+def begin_checkpoint(checkpoints_dir: Path, step: int) -> Path:
+    """A fresh, empty staging folder for the checkpoint of `step` (every process then writes its RNG file)."""
+    staging = checkpoints_dir / f".{checkpoint_name(step)}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def finish_checkpoint(
+    staging: Path,
+    step: int,
+    adapters: dict[str, torch.Tensor],
+    training_state: dict[str, Any],
+    info: dict[str, Any],
+    export: Callable[[Path], Any],
+    keep: int,
+) -> Path:
+    """Fill the staging folder, rename it to step_NNNNNN/ and prune old checkpoints."""
+    files.write_safetensors(staging / ADAPTERS_FILE, adapters)
+    files.write_with(staging / STATE_FILE, lambda path: torch.save(training_state, path))
+    export(staging)
+    files.write_json(staging / INFO_FILE, {**info, "step": step})
+    final = staging.parent / checkpoint_name(step)
+    publish(staging, final)
+    prune(staging.parent, keep)
+    return final
+
+
+def save_rng(folder: Path, rng_states: dict[str, Any], process: int = 0) -> None:
+    files.write_with(folder / f"rng_{process}.pt", lambda path: torch.save(rng_states, path))
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Rename a complete staging folder into place, replacing an older folder of the same step."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def prune(checkpoints_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (keep=0 keeps all)."""
+    if keep > 0:
+        for _, folder in list_checkpoints(checkpoints_dir)[:-keep]:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, process: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(adapters, training_state, rng_states) of a checkpoint folder."""
+    adapters = load_file(str(folder / ADAPTERS_FILE))
+    training_state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    rng_file = folder / f"rng_{process}.pt"
+    if not rng_file.is_file():
+        raise TrainError(f"{folder} was written by fewer processes than this run has; resume with the same "
+                         "number of GPUs, or set train_resume=False to start over.")
+    rng_states = torch.load(rng_file, map_location="cpu", weights_only=True)
+    return adapters, training_state, rng_states
+
+
+def split_adapters(adapters: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """{"unet/a.b": t, "embeddings/clip_l": e} -> {"unet": {"a.b": t}, "embeddings": {"clip_l": e}}."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in adapters.items():
+        part, _, name = key.partition("/")
+        parts.setdefault(part, {})[name] = value
+    return parts
+
+
+def join_adapters(parts: dict[str, dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
+    return {f"{part}/{name}": value.contiguous() for part, state in parts.items() if state for name, value in state.items()}
+
+
+# --- random-number generator states -------------------------------------------------------------------
+
+
+def capture_rng(noise_generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG the training step draws from: the noise/timestep generator and torch's global ones (dropout)."""
+    states = {"noise": noise_generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(states: dict[str, Any], noise_generator: torch.Generator) -> None:
+    noise_generator.set_state(states["noise"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,48 @@
+"""A training callback for notebooks: the loss curve and the validation grid, redrawn in place as training runs."""
+
+from __future__ import annotations
+
+from sdxlab import plots
+from sdxlab.train.loop import TrainEvent
+
+
+class LiveTrainingView:
+    """Pass to `train(..., callbacks=[LiveTrainingView()])` in a notebook.
+
+    Redraws the loss curve every `every` steps and the validation grid at every checkpoint, each in its own
+    display slot (updated, not appended, so the notebook stays short). Outside IPython it does nothing.
+    """
+
+    def __init__(self, every: int = 10, note: str = ""):
+        self.every = max(1, every)
+        self.note = note
+        self._loss_slot = None
+        self._validation_slot = None
+
+    def __call__(self, event: TrainEvent) -> None:
+        if event.kind == "start":
+            self._loss_slot = self._slot()
+            self._validation_slot = self._slot()
+        elif event.kind == "step" and (event.step % self.every == 0):
+            self._show(self._loss_slot, plots.loss_curve(event.history, note=self.note))
+        elif event.kind == "checkpoint" and event.validation:
+            self._show(self._validation_slot, plots.validation_over_time(event.validation, note=self.note))
+        elif event.kind == "end":
+            self._show(self._loss_slot, plots.loss_curve(event.history, note=self.note))
+
+    @staticmethod
+    def _slot():
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return None
+        if get_ipython() is None:
+            return None
+        return display(display_id=True)  # an empty slot to update later
+
+    @staticmethod
+    def _show(slot, figure) -> None:
+        if slot is not None:
+            slot.update(figure)
+        plots.close(figure)

@@ -1,0 +1,83 @@
+"""One training step's mathematics: draw noise and timesteps, noise the latents, predict, and weigh the error.
+
+    x_t  = sqrt(ᾱ_t) · x_0 + sqrt(1 − ᾱ_t) · ε            (DDPM forward process, ᾱ from the model's schedule)
+    ε̂    = UNet(x_t, t, text, pooled text + time ids)
+    loss = weighted mean over pixels of (ε̂ − ε)²           (weights: the face mask, or 1)
+           × min(SNR_t, γ) / SNR_t                        (min-SNR weighting, optional; SNR_t = ᾱ_t / (1 − ᾱ_t))
+    averaged over the subject images, plus prior_loss_weight × the same over the class images.
+
+Models trained for v-prediction get the velocity as target and min(SNR, γ) / (SNR + 1) as weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """A micro-batch as the UNet sees it (subject images first, then class images when prior preservation is on)."""
+
+    latents: torch.Tensor  # [B, 4, h, w]
+    prompt_embeds: torch.Tensor  # [B, 77, D]
+    pooled: torch.Tensor  # [B, P]
+    time_ids: torch.Tensor  # [B, 6]
+    loss_weights: torch.Tensor | None  # [B, 1, h, w] or None
+    is_prior: torch.Tensor  # [B] bool: which rows are class images
+
+
+def draw_noise(latents: torch.Tensor, generator: torch.Generator, noise_offset: float) -> torch.Tensor:
+    """Gaussian noise like the latents; with a noise offset, plus a per-channel constant (learns brightness)."""
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    if noise_offset:
+        noise += noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator, device=latents.device)
+    return noise
+
+
+def draw_timesteps(count: int, num_train_timesteps: int, generator: torch.Generator, device) -> torch.Tensor:
+    return torch.randint(0, num_train_timesteps, (count,), generator=generator, device=device)
+
+
+def diffusion_loss(
+    unet,
+    noise_scheduler,
+    batch: Batch,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    min_snr_gamma: float | None = None,
+    prior_loss_weight: float = 1.0,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The training loss of one micro-batch (a scalar that still carries the graph)."""
+    noisy = noise_scheduler.add_noise(batch.latents, noise, timesteps)
+    with torch.autocast(noisy.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        prediction = unet(noisy, timesteps, encoder_hidden_states=batch.prompt_embeds,
+                          added_cond_kwargs={"text_embeds": batch.pooled, "time_ids": batch.time_ids}).sample
+    prediction_type = noise_scheduler.config.prediction_type
+    target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(batch.latents, noise, timesteps)
+
+    squared_error = (prediction.float() - target.float()) ** 2
+    pixel_dims = tuple(range(1, squared_error.ndim))
+    if batch.loss_weights is None:
+        per_image = squared_error.mean(dim=pixel_dims)
+    else:  # a weighted mean: the face counts fully, the background by its mask value
+        weights = batch.loss_weights.expand_as(squared_error)
+        per_image = (squared_error * weights).sum(dim=pixel_dims) / weights.sum(dim=pixel_dims).clamp_min(1e-8)
+
+    if min_snr_gamma is not None:
+        per_image = per_image * min_snr_weights(noise_scheduler, timesteps, min_snr_gamma, prediction_type)
+
+    subject = per_image[~batch.is_prior].mean()
+    if not batch.is_prior.any():
+        return subject
+    return subject + prior_loss_weight * per_image[batch.is_prior].mean()
+
+
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """min(SNR, γ)/SNR for ε-prediction, min(SNR, γ)/(SNR + 1) for v-prediction (Hang et al., 2023)."""
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr

@@ -1,0 +1,64 @@
+"""03_sample as the runner executes it (demo profile, papermill): the files it wrote, checked against its parameters."""
+
+from __future__ import annotations
+
+import ast
+
+import nbformat
+import pytest
+from PIL import Image
+
+from sdxlab.sample import CSV_COLUMNS, read_parameters, read_samples
+from sdxlab.widgets import NO_FRONTEND_MESSAGE
+
+
+@pytest.fixture(scope="module")
+def parameters(project) -> dict:
+    """The parameters 03_sample ran with: its own defaults, then the demo profile's values."""
+    import papermill
+
+    from sdxlab.run import load_profile
+
+    declared = papermill.inspect_notebook(str(project / "notebooks" / "03_sample.ipynb"))
+    values = {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()}
+    values.update({key: value for key, value in load_profile("demo").items() if key in values})
+    return values
+
+
+def notebook_text(demo_run) -> str:
+    executed = nbformat.read(demo_run.notebooks / "03_sample.ipynb", as_version=4)
+    return "\n".join(str(output.get("text", "")) for cell in executed.cells if cell.cell_type == "code"
+                     for output in cell.get("outputs", []))
+
+
+def test_batch_pngs_carry_their_parameters_and_match_samples_csv(demo_run, parameters):
+    index = read_samples(demo_run.samples)
+    assert index is not None and list(index.columns) == CSV_COLUMNS
+    batch = index[index["file"].str.startswith("batch_")]
+    assert len(batch) == len(parameters["sample_prompts"]) * len(parameters["sample_seeds"])
+    assert sorted(set(batch["seed"])) == sorted(parameters["sample_seeds"])
+    for row in batch.itertuples():
+        stored = read_parameters(demo_run.samples / row.file)
+        assert (stored["prompt"], stored["seed"], stored["steps"]) == (row.prompt, row.seed, parameters["sample_steps"])
+        assert (stored["width"], stored["height"]) == (parameters["resolution"],) * 2
+        assert "{subject}" not in stored["prompt"]  # the subject was filled in
+        assert Image.open(demo_run.samples / row.file).size == (parameters["resolution"],) * 2
+    assert (demo_run.samples / "grid_prompts_seeds.png").stat().st_size > 0
+
+
+def test_lora_scale_sweep_when_a_lora_exists_else_a_plain_note(demo_run, parameters):
+    index = read_samples(demo_run.samples)
+    sweep = index[index["file"].str.startswith("sweep_")]
+    text = notebook_text(demo_run)
+    if (demo_run.lora / "train_config.json").is_file():
+        assert sorted(set(sweep["lora_scale"])) == sorted(parameters["lora_scales"])
+        assert len(sweep) == len(parameters["lora_scales"]) * len(parameters["sample_seeds"])
+        assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
+        assert set(index["checkpoint"]) == {"final"}
+    else:  # the train stage has not written a LoRA: base model, said plainly
+        assert "No trained LoRA" in text and "sweep skipped" in text
+        assert sweep.empty and set(index["lora_file"]) == {""}
+
+
+def test_playground_degrades_to_a_note_without_a_browser(demo_run):
+    assert NO_FRONTEND_MESSAGE in notebook_text(demo_run)

@@ -1,0 +1,285 @@
+"""sdxlab.train on the tiny model: learning, export that diffusers loads, bad input, NaN, pivotal tuning, prior."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_train_dataset
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from sdxlab.models import load_pipeline
+from sdxlab.train import TrainConfig, TrainError, train
+from sdxlab.train.export import load_embeddings, lora_pair_count
+
+RESOLUTION = 64
+REQUIRED_CONFIG_KEYS = {"model", "resolution", "subject_token", "class_word", "lora_name", "lora_file", "kohya_file",
+                        "embeddings_file", "tokens", "dataset_hash", "train_steps", "train_learning_rate",
+                        "train_lora_rank"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model's operations are too small to gain from threads, and on a busy machine threads fight."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(dataset, output, **options) -> TrainConfig:
+    values = dict(dataset_dir=dataset, output_dir=output, model="tiny", resolution=RESOLUTION, steps=4, batch_size=2,
+                  lora_rank=4, lr_warmup_steps=0, checkpoint_every=2, validation_prompts=[], device="cpu",
+                  progress=False)
+    return TrainConfig(**{**values, **options})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 80-step run on four images, shared by the tests that look at what a finished run leaves."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("trained")
+    dataset = write_train_dataset(root / "dataset", count=4)
+    config = tiny_config(dataset, root / "lora", steps=80, batch_size=4, lora_rank=8, learning_rate=1e-2,
+                         flip=False, checkpoint_every=40, keep_checkpoints=0, validation_prompts=["a photo of {subject}"],
+                         validation_seeds=[0], validation_steps=2)
+    return config, train(config)
+
+
+def render(pipe, scale: float | None = None) -> np.ndarray:
+    options = {} if scale is None else {"cross_attention_kwargs": {"scale": scale}}
+    return pipe("a photo of sks person", num_inference_steps=3, height=RESOLUTION, width=RESOLUTION, output_type="np",
+                generator=torch.Generator().manual_seed(0), **options).images[0]
+
+
+# --- a finished run ------------------------------------------------------------------------------------------
+
+
+def test_loss_goes_down_over_a_short_run(trained):
+    _, result = trained
+    losses = [row["loss"] for row in result.history]
+    assert len(losses) == 80 and all(np.isfinite(losses))
+    first, last = statistics.mean(losses[:20]), statistics.mean(losses[-20:])
+    assert last < 0.97 * first, f"mean loss went from {first:.4f} (first 20 steps) to {last:.4f} (last 20)"
+
+
+def test_run_writes_lora_files_config_loss_and_checkpoints(trained):
+    config, result = trained
+    lora = config.output_dir
+    assert result.lora_file == lora / "sdxlab_lora.safetensors" and result.lora_file.is_file()
+    assert result.kohya_file == lora / "sdxlab_lora_kohya.safetensors" and result.kohya_file.is_file()
+    saved = json.loads((lora / "train_config.json").read_text())
+    assert set(saved) >= REQUIRED_CONFIG_KEYS
+    assert saved["lora_file"] == "sdxlab_lora.safetensors" and saved["embeddings_file"] is None
+    assert saved["tokens"] == ["sks"] and len(saved["dataset_hash"]) == 64
+    rows = (lora / "loss.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,lr") and len(rows) == 81
+    assert (lora / "loss.png").stat().st_size > 1000
+    assert [p.name for p in result.checkpoints] == ["step_000040", "step_000080"]
+    for folder in result.checkpoints:
+        assert {"adapters.safetensors", "training_state.pt", "checkpoint.json", "sdxlab_lora.safetensors"} <= {
+            p.name for p in folder.iterdir()}
+    assert (lora / "validation" / "step_000040" / "prompt0_seed0.png").is_file()
+    assert (lora / "validation_grid.png").is_file()
+    with safe_open(str(result.lora_file), framework="pt") as handle:
+        assert handle.metadata()["sdxlab_dataset_hash"] == saved["dataset_hash"]
+
+
+def test_saved_lora_loads_with_diffusers_changes_output_and_scale_zero_is_base(trained):
+    _, result = trained
+    pipe = load_pipeline("tiny", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    base = render(pipe)
+    pipe.load_lora_weights(str(result.lora_file))
+    with_lora = render(pipe)
+    assert np.abs(with_lora - base).max() > 1e-3, "the trained LoRA does not change the picture"
+    np.testing.assert_allclose(render(pipe, scale=0.0), base, atol=1e-5)
+
+
+def test_kohya_file_has_kohya_keys_and_the_same_pairs(trained):
+    _, result = trained
+    tensors = load_file(str(result.kohya_file))
+    downs = [k for k in tensors if k.endswith(".lora_down.weight")]
+    assert downs and all(k.startswith("lora_unet_") for k in downs)
+    for key in downs:
+        module = key.removesuffix(".lora_down.weight")
+        assert f"{module}.lora_up.weight" in tensors and f"{module}.alpha" in tensors
+    assert lora_pair_count(result.kohya_file) == lora_pair_count(result.lora_file) == len(downs)
+
+    pipe = load_pipeline("tiny", device="cpu")  # and diffusers reads the kohya file to the same picture
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(result.kohya_file))
+    from_kohya = render(pipe)
+    pipe.unload_lora_weights()
+    pipe.load_lora_weights(str(result.lora_file))
+    np.testing.assert_allclose(from_kohya, render(pipe), atol=1e-4)
+
+
+# --- bad input: one clear line before any model is loaded ------------------------------------------------------
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr("sdxlab.models.load_pipeline", refuse)
+
+
+def _empty_manifest(dataset):
+    (dataset / "metadata.jsonl").write_text("")
+
+
+def _missing_image(dataset):
+    (dataset / "images" / "0003.png").unlink()
+
+
+def _no_manifest(dataset):
+    (dataset / "metadata.jsonl").unlink()
+
+
+BAD_INPUTS = {
+    "missing dataset folder": (lambda d: None, {"dataset_dir": "MISSING"}, "does not exist"),
+    "dataset without manifest": (_no_manifest, {}, "no metadata.jsonl"),
+    "empty dataset": (_empty_manifest, {}, "lists no images"),
+    "manifest names a missing image": (_missing_image, {}, "images/0003.png, which does not exist"),
+    "images of another size": (lambda d: None, {"resolution": 128}, "is 64×64 but the training resolution is 128"),
+    "lora rank 0": (lambda d: None, {"lora_rank": 0}, "train_lora_rank must be"),
+    "resolution not divisible by 8": (lambda d: None, {"resolution": 60}, "not divisible by 8"),
+    "unknown LoRA target preset": (lambda d: None, {"lora_targets": "everything"}, "not a preset"),
+    "batch size 0": (lambda d: None, {"batch_size": 0}, "train_batch_size must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_clear_line_before_model_work(case, train_dataset, tmp_path, no_model_loading):
+    break_dataset, options, expected = BAD_INPUTS[case]
+    break_dataset(train_dataset)
+    if options.get("dataset_dir") == "MISSING":
+        options = {**options, "dataset_dir": tmp_path / "no-such-dataset"}
+    with pytest.raises(TrainError) as error:
+        train(tiny_config(train_dataset, tmp_path / "lora", **options))
+    message = str(error.value)
+    assert expected in message and "\n" not in message
+
+
+def test_missing_optional_optimizer_package_is_named(train_dataset, tmp_path, no_model_loading):
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    with pytest.raises(TrainError, match="needs the bitsandbytes package"):
+        train(tiny_config(train_dataset, tmp_path / "lora", optimizer="adamw8bit"))
+
+
+def test_resuming_with_changed_hyperparameters_is_refused(trained, no_model_loading):
+    config, _ = trained
+    changed = TrainConfig(**{**config.to_dict(), "learning_rate": 5e-3, "resume": True})
+    with pytest.raises(TrainError, match=r"learning_rate was 0\.01 and is now 0\.005") as error:
+        train(changed)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_notebook_parameter_is_named():
+    with pytest.raises(TrainError, match="Unknown training parameter train_stpes"):
+        TrainConfig.from_notebook_parameters({"train_stpes": 10, "model": "tiny"})
+
+
+def test_notebook_parameters_map_to_fields():
+    config = TrainConfig.from_notebook_parameters({"model": "tiny", "resolution": 128, "train_steps": 7,
+                                                   "train_lora_rank": 2, "unrelated": 1}, output_dir="x")
+    assert (config.model, config.resolution, config.steps, config.lora_rank) == ("tiny", 128, 7, 2)
+
+
+# --- failures during training ----------------------------------------------------------------------------------
+
+
+def _poison_lora_after(step):
+    def callback(event):
+        if event.kind == "step" and event.step == step:
+            for name, parameter in event.pipe.unet.named_parameters():
+                if "lora_B" in name:
+                    parameter.data.fill_(float("nan"))
+
+    return callback
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(train_dataset, tmp_path):
+    output = tmp_path / "lora"
+    with pytest.raises(TrainError, match="stopped at step 4 with a loss of nan") as error:
+        train(tiny_config(train_dataset, output, steps=6), callbacks=[_poison_lora_after(3)])
+    assert "step_000002" in str(error.value)
+    checkpoints = sorted(p.name for p in (output / "checkpoints").iterdir())
+    assert checkpoints == ["step_000002"]
+    good = load_file(str(output / "checkpoints" / "step_000002" / "adapters.safetensors"))
+    assert all(torch.isfinite(tensor).all() for tensor in good.values())
+    assert not (output / "sdxlab_lora.safetensors").exists()
+
+
+def test_out_of_memory_becomes_advice_naming_the_parameter(train_dataset, tmp_path):
+    def run_out_of_memory(event):
+        if event.kind == "step":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(TrainError, match=r"Out of GPU memory at train_batch_size=2.*set train_batch_size to 1"):
+        train(tiny_config(train_dataset, tmp_path / "lora", steps=1), callbacks=[run_out_of_memory])
+
+
+# --- options ---------------------------------------------------------------------------------------------------
+
+
+def test_auto_batch_size_on_cpu_is_small(train_dataset, tmp_path):
+    result = train(tiny_config(train_dataset, tmp_path / "lora", steps=1, batch_size="auto", checkpoint_every=1))
+    assert result.batch_size == 2
+
+
+def test_pivotal_tuning_and_text_encoder_lora(train_dataset, tmp_path):
+    output = tmp_path / "lora"
+    config = tiny_config(train_dataset, output, steps=4, checkpoint_every=1, keep_checkpoints=0, pivotal_tuning=True,
+                         pivotal_fraction=0.5, text_encoder=True, embedding_lr=1e-2)
+    result = train(config)
+
+    saved = json.loads((output / "train_config.json").read_text())
+    assert saved["tokens"] == ["<s0>", "<s1>"] and saved["embeddings_file"] == "sdxlab_lora_emb.safetensors"
+    embeddings = load_file(str(result.embeddings_file))
+    assert embeddings["clip_l"].shape == (2, 32) and embeddings["clip_g"].shape == (2, 64)
+    by_step = [load_file(str(output / "checkpoints" / f"step_{s:06d}" / "sdxlab_lora_emb.safetensors"))
+               for s in (1, 2, 3, 4)]
+    assert not torch.equal(by_step[0]["clip_l"], by_step[1]["clip_l"])  # trained during the first half
+    assert torch.equal(by_step[1]["clip_g"], by_step[3]["clip_g"])  # frozen after it
+    kohya = load_file(str(result.kohya_file))
+    assert any(k.startswith("lora_te1_") for k in kohya) and any(k.startswith("lora_te2_") for k in kohya)
+
+    pipe = load_pipeline("tiny", device="cpu")  # the new tokens work in a fresh pipeline
+    pipe.set_progress_bar_config(disable=True)
+    load_embeddings(pipe, result.embeddings_file, saved["tokens"])
+    pipe.load_lora_weights(str(result.lora_file))
+    ids = pipe.tokenizer("a photo of <s0><s1> person").input_ids
+    assert pipe.tokenizer.convert_tokens_to_ids("<s0>") in ids
+    image = pipe("a photo of <s0><s1> person", num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
+                 output_type="np").images[0]
+    assert np.isfinite(image).all()
+
+
+def test_prior_preservation_generates_class_images_once(train_dataset, tmp_path):
+    output = tmp_path / "lora"
+    config = tiny_config(train_dataset, output, steps=2, prior_preservation=True, class_images=3,
+                         class_inference_steps=2)
+    train(config)
+    images = sorted((output / "class_images").glob("class_*.png"))
+    assert len(images) == 3
+    made = [p.stat().st_mtime_ns for p in images]
+    train(config)  # a second run reuses them
+    assert [p.stat().st_mtime_ns for p in images] == made
+
+
+def test_prodigy_with_feed_forward_targets_trains_and_exports(train_dataset, tmp_path):
+    result = train(tiny_config(train_dataset, tmp_path / "lora", steps=2, optimizer="prodigy", learning_rate=1.0,
+                               lora_targets="attention+ff"))
+    keys = load_file(str(result.lora_file))
+    assert any(".ff.net.0.proj.lora_A." in k for k in keys) and any(".proj_in.lora_A." in k for k in keys)
+    assert lora_pair_count(result.kohya_file) == lora_pair_count(result.lora_file)
