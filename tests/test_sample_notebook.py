@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -54,10 +55,24 @@ def test_lora_scale_sweep_when_a_lora_exists_else_a_plain_note(demo_run, paramet
         assert sorted(set(sweep["lora_scale"])) == sorted(parameters["lora_scales"])
         assert len(sweep) == len(parameters["lora_scales"]) * len(parameters["sample_seeds"])
         assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
-        assert set(index["checkpoint"]) == {"final"}
+        assert set(sweep["checkpoint"]) == {"final"} and set(sweep["lora_file"]) == {f"lora/{Path(sweep['lora_file'].iloc[0]).name}"}
     else:  # the train stage has not written a LoRA: base model, said plainly
         assert "No trained LoRA" in text and "sweep skipped" in text
         assert sweep.empty and set(index["lora_file"]) == {""}
+
+
+def test_every_training_checkpoint_is_sampled_with_the_first_prompt(demo_run, parameters):
+    index = read_samples(demo_run.samples)
+    over_training = index[index["file"].str.startswith("checkpoints_")]
+    saved = sorted(folder.name for folder in (demo_run.lora / "checkpoints").glob("step_*")
+                   if (folder / "checkpoint.json").is_file())
+    if not saved or parameters["sample_checkpoints"] != "all":
+        pytest.skip("the demo run has no training checkpoints to compare (or sample_checkpoints is not 'all')")
+    assert sorted(set(over_training["checkpoint"])) == saved
+    assert len(over_training) == len(saved) * len(parameters["sample_seeds"])
+    assert all(row.lora_file == f"lora/checkpoints/{row.checkpoint}/{Path(row.lora_file).name}"
+               for row in over_training.itertuples())
+    assert (demo_run.samples / "grid_checkpoints.png").stat().st_size > 0
 
 
 def test_playground_degrades_to_a_note_without_a_browser(demo_run):
