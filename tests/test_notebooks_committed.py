@@ -35,6 +35,7 @@ def test_notebook_shape(project, stage):
     source = parameter_cells[0].source
     names = [node.targets[0].id for node in ast.parse(source).body if isinstance(node, ast.Assign)]
     assert names[: len(COMMON_PARAMETERS)] == COMMON_PARAMETERS, "the common block comes first, in order"
+    assert len(names) == len(set(names)), "a parameter is declared twice"
     for line in source.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and "=" in line and not line.startswith(" "):
             assert "#" in line, f"parameter line without a comment: {line!r}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+class _PilFallbackNotice(logging.Filter):
+    """Drop transformers' notice that it uses the PIL image processor because torchvision is absent.
+
+    sdxlab never installs torchvision (its wheels pull another torch build) and the PIL processors are what it
+    wants, so the notice would only clutter every executed notebook.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_PilFallbackNotice())
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline random-weight model

@@ -51,7 +51,7 @@ CALIBRATION_KEYS = ("training_faces", "ceiling", "ceiling_nearest", "floor", "fl
 RANDOM_IMAGES_NOTE = ("The images come from a tiny random-weight model: every number here proves the plumbing "
                       "works, none says anything about quality.")
 RANDOM_CLIP_NOTE = ("CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
-                    "meaningless; use a real CLIP model (evaluate_clip_model) for real numbers.")
+                    "meaningless; use a real CLIP model (the clip_model parameter) for real numbers.")
 UNKNOWN_PROMPT = "(prompt unknown)"
 THUMBNAIL = 256  # longest side of the copies kept for galleries
 
