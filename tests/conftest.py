@@ -16,6 +16,18 @@ from sdxlab.layout import RunLayout, project_root
 PROJECT = project_root(Path(__file__).parent)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model's operations are too small to gain from threads, and on a busy machine threads fight:
+    modules that train or sample the tiny model in-process use one thread (`pytestmark = usefixtures(...)`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def project() -> Path:
     return PROJECT

@@ -29,6 +29,8 @@ from sdxlab.sample import (
     save_samples,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STEPS = 3  # enough denoising steps to exercise the scheduler; the tiny model does not need more
 TOKENS = ["<s0>", "<s1>"]
 
@@ -40,14 +42,6 @@ def pixels(image) -> np.ndarray:
 def max_difference(first, second) -> int:
     return int(np.abs(pixels(first) - pixels(second)).max())
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's ops are too small to split: one thread is faster, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,19 +16,13 @@ from sdxlab.models import load_pipeline
 from sdxlab.train import TrainConfig, TrainError, train
 from sdxlab.train.export import load_embeddings, lora_pair_count
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RESOLUTION = 64
 REQUIRED_CONFIG_KEYS = {"model", "resolution", "subject_token", "class_word", "lora_name", "lora_file", "kohya_file",
                         "embeddings_file", "tokens", "dataset_hash", "train_steps", "train_learning_rate",
                         "train_lora_rank"}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's operations are too small to gain from threads, and on a busy machine threads fight."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_config(dataset, output, **options) -> TrainConfig:

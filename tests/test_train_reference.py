@@ -21,17 +21,11 @@ from PIL import Image
 from sdxlab.models import load_pipeline
 from sdxlab.train import TrainConfig, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RESOLUTION = 64
 RANK = 4
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's operations are too small to gain from threads, and on a busy machine threads fight."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run_one_step(dataset, output, **options):

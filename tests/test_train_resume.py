@@ -16,15 +16,10 @@ from safetensors.torch import load_file
 
 from sdxlab.train import TrainConfig, TrainingInterrupted, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STEPS = 6
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

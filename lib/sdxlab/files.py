@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,3 +80,33 @@ def save_figure(target: str | os.PathLike, figure, **savefig_options: Any) -> Pa
     savefig_options.setdefault("dpi", 120)
     savefig_options.setdefault("bbox_inches", "tight")
     return write_with(target, lambda path: figure.savefig(path, format=file_format, **savefig_options))
+
+
+def publish_folder(staging: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename a complete staging folder to `target`; an older `target` is removed only after the swap."""
+    staging, target = Path(staging), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside `target`; on success it becomes `target`, on error it is removed.
+
+    For things built as a whole folder (a model, a dataset): an interrupted build never looks complete.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield staging
+        publish_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

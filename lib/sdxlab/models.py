@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from sdxlab import files
+
 
 class _PilFallbackNotice(logging.Filter):
     """Drop transformers' notice that it uses the PIL image processor because torchvision is absent.
@@ -274,18 +276,8 @@ def tiny_sdxl(path: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
     folder = Path(path) if path is not None else cache_dir() / f"tiny-sdxl-v{TINY_MODEL_VERSION}"
     if (folder / "model_index.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Build into a temporary folder and rename it, so an interrupted build never looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with files.atomic_folder(folder) as staging:
         build_tiny_pipeline(seed=seed).save_pretrained(staging, safe_serialization=True)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first: theirs is as good as ours
-            if not (folder / "model_index.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

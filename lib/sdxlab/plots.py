@@ -30,7 +30,7 @@ def image_grid(
     count = max(len(images), 1)
     columns = columns or min(count, 6)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell_inches, rows * (cell_inches + 0.35)), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell_inches, rows * (cell_inches + 0.6)), squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if index >= len(images):

@@ -35,6 +35,28 @@ class NotebookRun:
     parameters: dict[str, Any]
 
 
+def _local_kernel_manager_class():
+    """A kernel manager that talks to its kernel over Unix sockets instead of loopback TCP.
+
+    Nothing on the network can reach the kernel, and ipykernel stops warning about unencrypted TCP at
+    every notebook. The socket files live in the temporary folder, never beside the notebooks.
+    """
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Unicode, default
+
+    class LocalKernelManager(AsyncKernelManager):
+        transport = Unicode("ipc", config=True)
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            return str(Path(tempfile.gettempdir()) / f"sdxlab-kernel-{uuid.uuid4().hex[:12]}")
+
+    return LocalKernelManager
+
+
 def notebooks_dir() -> Path:
     return project_root() / "notebooks"
 
@@ -141,6 +163,7 @@ def execute(plan: list[NotebookRun], kernel_name: str | None = None, log=print, 
             papermill.execute_notebook(
                 str(item.source), str(item.output), parameters=item.parameters, kernel_name=kernel_name,
                 cwd=str(item.source.parent), progress_bar=progress, log_output=False,
+                kernel_manager_class=_local_kernel_manager_class(),
             )
         except PapermillExecutionError as error:
             raise RunError(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from sdxlab import files
@@ -48,9 +46,7 @@ def write_dataset(result: CaptureResult, dataset_dir: str | os.PathLike, progres
     from sdxlab.capture.sheet import contact_sheet
 
     dataset_dir = Path(dataset_dir)
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}.", suffix=".partial", dir=dataset_dir.parent))
-    try:
+    with files.atomic_folder(dataset_dir) as staging:
         enough = len(result.kept) >= result.settings.min_photos
         if enough:
             rows = []
@@ -62,24 +58,9 @@ def write_dataset(result: CaptureResult, dataset_dir: str | os.PathLike, progres
             files.write_jsonl(staging / "metadata.jsonl", rows)
         files.write_csv(staging / "report.csv", result.report())
         files.write_image(staging / "contact_sheet.png", contact_sheet(result))
-        _replace_folder(staging, dataset_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if not enough:
         raise CaptureError(_too_few_message(result, dataset_dir))
     return dataset_dir
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Swap a finished folder into place; the old one is removed only after the swap."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _too_few_message(result: CaptureResult, dataset_dir: Path) -> str:

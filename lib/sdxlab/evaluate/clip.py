@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sdxlab import files
 from sdxlab.models import ModelLoadError, cache_dir, choose_placement, write_clip_tokenizer
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # the text encoder family SDXL itself was built on
@@ -177,21 +176,11 @@ def tiny_clip(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
     folder = Path(path) if path is not None else cache_dir() / f"tiny-clip-v{TINY_CLIP_VERSION}"
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a temporary folder and rename it, so an interrupted build never looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with files.atomic_folder(folder) as staging:
         build_tiny_clip(seed).save_pretrained(staging, safe_serialization=True)
         write_clip_tokenizer(staging, pad_token="<|endoftext|>")
         (staging / "preprocessor_config.json").write_text(json.dumps(
             {"image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "crop_size": 64, "size": 64}, indent=2))
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first: theirs is as good as ours
-            if not (folder / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -15,7 +15,6 @@ The folder is written under a temporary name and renamed when complete (rename i
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -93,25 +92,13 @@ def finish_checkpoint(
     export(staging)
     files.write_json(staging / INFO_FILE, {**info, "step": step})
     final = staging.parent / checkpoint_name(step)
-    publish(staging, final)
+    files.publish_folder(staging, final)
     prune(staging.parent, keep)
     return final
 
 
 def save_rng(folder: Path, rng_states: dict[str, Any], process: int = 0) -> None:
     files.write_with(folder / f"rng_{process}.pt", lambda path: torch.save(rng_states, path))
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Rename a complete staging folder into place, replacing an older folder of the same step."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
 
 
 def prune(checkpoints_dir: Path, keep: int) -> None:
