@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -326,26 +325,26 @@ def build_tiny_pipeline(seed: int = 0):
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=text_width_2, intermediate_size=128,
                                                                 projection_dim=text_width_2, hidden_act="gelu", **common))
     scheduler = EulerDiscreteScheduler.from_config(architecture["scheduler"])
-    staging = Path(tempfile.mkdtemp(prefix="sdxlab-tokenizer-"))
-    try:
-        tokenizer = _load_tokenizer(staging / "tokenizer", pad_token="<|endoftext|>")
-        tokenizer_2 = _load_tokenizer(staging / "tokenizer_2", pad_token="!")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=clip_tokenizer(pad_token="<|endoftext|>"), tokenizer_2=clip_tokenizer(pad_token="!"),
+        unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
     )
 
 
-def _load_tokenizer(folder: Path, pad_token: str):
+# --- the real CLIP tokenizer, offline --------------------------------------------------------------------------
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+    """A new CLIPTokenizer with CLIP's real vocabulary, built offline (SDXL's second tokenizer pads with "!").
+
+    A fresh object on every call: pivotal tuning adds tokens to a pipeline's tokenizers, so they must not be shared.
+    """
     from transformers import CLIPTokenizer
 
-    write_clip_tokenizer(folder, pad_token=pad_token)
-    return CLIPTokenizer.from_pretrained(folder)
-
-
-# --- the real CLIP tokenizer, offline --------------------------------------------------------------------------
+    with tempfile.TemporaryDirectory(prefix="sdxlab-clip-tokenizer-") as folder:
+        write_clip_tokenizer(Path(folder), pad_token=pad_token)
+        return CLIPTokenizer.from_pretrained(folder)
 
 
 def clip_vocab_file() -> Path:

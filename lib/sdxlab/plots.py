@@ -9,11 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg") if matplotlib.get_backend().lower() not in {"module://matplotlib_inline.backend_inline"} else None
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 RANDOM_WEIGHTS_NOTE = "tiny random-weight model: numbers prove plumbing, not image quality"
 

@@ -132,21 +132,10 @@ def fit_token_limit(prompt: str, weighted_syntax: bool, token_limit: int = CLIP_
 
 @lru_cache(maxsize=1)
 def _clip_tokenizer():
-    """SDXL's CLIP tokenizer, built offline from the vocabulary file that ships with open_clip_torch."""
-    import shutil
-    import tempfile
-    from pathlib import Path
+    """SDXL's CLIP tokenizer, for counting prompt length; one private copy for the whole process."""
+    from sdxlab.models import clip_tokenizer
 
-    from transformers import CLIPTokenizer
-
-    from sdxlab.models import write_clip_tokenizer
-
-    folder = Path(tempfile.mkdtemp(prefix="sdxlab-clip-tokenizer-"))  # private: no half-written shared folder
-    try:
-        write_clip_tokenizer(folder, pad_token="!")
-        tokenizer = CLIPTokenizer.from_pretrained(folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    tokenizer = clip_tokenizer(pad_token="!")
     tokenizer.model_max_length = 1_000_000  # counting long texts is the point; no "longer than 77" warnings
     return tokenizer
 
