@@ -67,6 +67,21 @@ def available_scorers() -> list[str]:
     return sorted(_FACTORIES)
 
 
+class ScorerUnavailable(RuntimeError):
+    """A scorer's weights or inputs cannot be had; the message is one sentence saying why and what to do."""
+
+
+def try_make_scorer(name: str, **kwargs) -> tuple[Scorer | None, str]:
+    """`make_scorer`, or (None, "<name>: <one sentence>") when the scorer cannot be built (weights missing, no
+    network, no training faces): the caller goes on without that term and shows the sentence."""
+    from sdxlab.models import ModelLoadError
+
+    try:
+        return make_scorer(name, **kwargs), ""
+    except (ScorerUnavailable, LikenessUnavailable, ModelLoadError) as error:
+        return None, f"{name}: {error}"
+
+
 # --- prompt alignment -----------------------------------------------------------------------------------------
 
 _WEIGHTED = re.compile(r"\(([^():]+):\s*[-+]?\d*\.?\d+\)")  # A1111 emphasis "(word:1.3)" -> "word"
@@ -176,3 +191,11 @@ class LikenessScorer:
 
 register_scorer("clip_t", lambda **kwargs: ClipAlignmentScorer(**kwargs))
 register_scorer("likeness", lambda dataset_dir, **kwargs: LikenessScorer.from_dataset(dataset_dir, **kwargs))
+
+
+@register_scorer("mood")
+def _mood(**kwargs) -> Scorer:
+    """Facial expression vs the mood words of the intent (fer's mini-Xception; see `evaluate.expression`)."""
+    from sdxlab.evaluate.expression import ExpressionScorer
+
+    return ExpressionScorer(**kwargs)
