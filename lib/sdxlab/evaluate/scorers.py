@@ -199,3 +199,11 @@ def _mood(**kwargs) -> Scorer:
     from sdxlab.evaluate.expression import ExpressionScorer
 
     return ExpressionScorer(**kwargs)
+
+
+@register_scorer("intent_parts")
+def _intent_parts(**kwargs) -> Scorer:
+    """Every part of the intent (who, where, doing, style, lighting, framing, mood) by CLIP, soft-min combined."""
+    from sdxlab.prompt_search.intent import IntentPartsScorer
+
+    return IntentPartsScorer(**kwargs)
