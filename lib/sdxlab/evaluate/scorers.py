@@ -207,3 +207,11 @@ def _intent_parts(**kwargs) -> Scorer:
     from sdxlab.prompt_search.intent import IntentPartsScorer
 
     return IntentPartsScorer(**kwargs)
+
+
+@register_scorer("vqa")
+def _vqa(**kwargs) -> Scorer:
+    """P(yes) to yes/no questions from the intent's parts, by a BLIP VQA model (model=hub id or folder)."""
+    from sdxlab.evaluate.vqa import VqaScorer
+
+    return VqaScorer(**kwargs)
