@@ -13,7 +13,7 @@ from PIL import Image
 from sdxlab.evaluate import expression
 from sdxlab.evaluate.expression import EXPRESSIONS, ExpressionModel, ExpressionScorer, ExpressionUnavailable
 from sdxlab.evaluate.inputs import open_rgb
-from sdxlab.evaluate.scorers import make_scorer, try_make_scorer
+from sdxlab.evaluate.scorers import Scorer, make_scorer, try_make_scorer
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
 SMILING = "a candid photo of sks person smiling in a cafe"
@@ -123,7 +123,7 @@ def test_no_mood_asked_is_nan_and_no_face_is_zero(model):
 
 def test_registered_as_mood(model):
     scorer = make_scorer("mood", model=model)
-    assert scorer.name == "mood"
+    assert isinstance(scorer, Scorer) and scorer.name == "mood" and scorer.meaningful
 
 
 def test_without_weights_one_sentence_and_the_caller_goes_on(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdxlab.evaluate.scorers import make_scorer, try_make_scorer
+from sdxlab.evaluate.scorers import Scorer, make_scorer, try_make_scorer
 from sdxlab.prompt_search.intent import (
     ROLES,
     IntentPartsScorer,
@@ -134,6 +134,7 @@ def test_a_part_the_picture_lacks_scores_low_and_is_the_weakest():
 
 def test_with_the_tiny_offline_clip_every_column_is_there():
     scorer = make_scorer("intent_parts", clip_model="tiny", device="cpu")
+    assert isinstance(scorer, Scorer) and scorer.name == "intent_parts"
     assert not scorer.meaningful  # random weights: plumbing only
     images = [Image.new("RGB", (96, 96), colour) for colour in ((200, 40, 40), (30, 30, 200))]
     intent = "a candid photo of sks person laughing in a cafe, 35mm film"
@@ -153,3 +154,25 @@ def test_with_the_tiny_offline_clip_every_column_is_there():
 def test_without_clip_weights_one_sentence_and_the_caller_goes_on(tmp_path):
     scorer, note = try_make_scorer("intent_parts", clip_model=str(tmp_path / "no-such-clip"), device="cpu")
     assert scorer is None and note.startswith("intent_parts: ") and "does not exist" in note
+
+
+
+def test_scorers_whose_weights_are_missing_are_left_out_and_the_rest_still_score(tmp_path):
+    """No fer model file and no VQA folder: clip_t and intent_parts still score, and two notes say why."""
+    from sdxlab.evaluate.scorers import build_scorers, score_columns
+
+    scorers, notes = build_scorers({
+        "clip_t": {"clip_model": "tiny", "device": "cpu"},
+        "intent_parts": {"clip_model": "tiny", "device": "cpu"},
+        "mood": {"model_path": tmp_path / "emotion_model.hdf5"},
+        "vqa": {"model": str(tmp_path / "no-blip"), "device": "cpu"},
+    })
+    assert sorted(scorers) == ["clip_t", "intent_parts"]
+    assert [note.split(":")[0] for note in notes] == ["mood", "vqa"]
+    assert all(note.endswith(".") and "\n" not in note for note in notes)
+    images, texts = [Image.new("RGB", (64, 64), (90, 120, 200))], ["sks person laughing on Mars"]
+    row = {}
+    for scorer in scorers.values():
+        row.update(score_columns(scorer, images, texts)[0])
+    assert {"clip_t", "intent_parts", "part_where", "part_mood", "weakest_part"} <= set(row)
+    assert not math.isnan(row["part_mood"])  # CLIP still grades the mood words when the fer model is missing

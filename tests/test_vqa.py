@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdxlab.evaluate.scorers import make_scorer, try_make_scorer
+from sdxlab.evaluate.scorers import Scorer, make_scorer, try_make_scorer
 from sdxlab.evaluate.vqa import VqaUnavailable, intent_questions, load_vqa, part_questions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -95,6 +95,7 @@ def test_p_yes_follows_the_picture_once_the_model_has_learnt_it(tmp_path):
 
 def test_columns_per_role_and_the_soft_minimum(blip_dir):
     scorer = make_scorer("vqa", model=str(blip_dir), device="cpu")
+    assert isinstance(scorer, Scorer) and scorer.name == "vqa"
     rows = scorer.columns([RED, BLUE, RED], [INTENT, INTENT, "sks person on Mars"])
     for row in rows:
         assert 0.0 < row["vqa"] < 1.0 and 0.0 < row["vqa_who"] < 1.0 and 0.0 < row["vqa_where"] < 1.0

