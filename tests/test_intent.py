@@ -73,6 +73,24 @@ def test_a_language_model_can_split_and_bad_replies_fall_back_to_the_rules():
     assert split_with_language_model("sks person on Mars", broken).source == "rules"
 
 
+def test_the_search_endpoint_proposer_can_split_the_intent():
+    from fake_openai_server import FakeOpenAIServer
+
+    from sdxlab.prompt_search.intent import endpoint_asker
+    from sdxlab.prompt_search.language_models import EndpointProposer
+
+    answer = '```json\n{"who": "a person as an astronaut", "where": "on Mars", "lighting": "golden hour"}\n```'
+    with FakeOpenAIServer(answer=answer) as server:
+        proposer = EndpointProposer(server.base_url, "local-model", api_key_env=None, backoff_s=0.01)
+        parts = split_with_language_model("sks person as an astronaut on Mars at golden hour", endpoint_asker(proposer))
+    assert parts.source == "language model" and parts.roles() == ["who", "where", "lighting"]
+    body = server.requests[0]["body"]
+    assert body["temperature"] == 0 and body["model"] == "local-model"
+    with FakeOpenAIServer(script=["401"]) as server:  # a refusing endpoint: the rules answer
+        proposer = EndpointProposer(server.base_url, "m", api_key_env=None, backoff_s=0.01)
+        assert split_with_language_model("sks person on Mars", endpoint_asker(proposer)).source == "rules"
+
+
 def test_one_missing_part_costs_more_than_all_parts_slightly_weaker():
     one_missing = {"who": 0.95, "where": 0.4, "style": 0.95, "doing": 0.95}
     all_weaker = {"who": 0.78, "where": 0.78, "style": 0.78, "doing": 0.78}

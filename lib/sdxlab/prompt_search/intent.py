@@ -9,7 +9,8 @@ with a soft minimum, so one missing part costs more than all parts a little weak
 - `split_intent(text)`: the deterministic splitter for the common shapes ("a photo of {subject} as an
   astronaut on Mars, cinematic", "a portrait of {subject} painted by Vermeer", "a candid photo of {subject}
   laughing in a cafe, 35mm film"); `split_with_language_model(text, ask)` lets a language model split it
-  (any callable prompt -> reply, e.g. the search's configured proposer), falling back to the rules.
+  (any callable prompt -> reply; `endpoint_asker(proposer)` makes one from the search's endpoint proposer),
+  falling back to the rules when the reply is unusable.
 - `IntentPartsScorer` (registered as "intent_parts"): `columns(images, texts)` gives `intent_parts` (the
   combination) and one `part_<role>` column per role (NaN when the intent has no such part).
 - `combine_parts(scores)`: the soft minimum; `weakest_part(rows)`: the role the pictures show least, with a
@@ -276,6 +277,17 @@ def split_with_language_model(text: str, ask: Callable[[str], str | None], subje
     known.setdefault("who", f"a {class_word}")
     parts = [IntentPart(role, known[role]) for role in ROLES if role in known]
     return IntentParts(text=text, parts=parts, source="language model")
+
+
+def endpoint_asker(proposer, max_tokens: int = 200) -> Callable[[str], str | None]:
+    """`ask` for `split_with_language_model` from the search's `EndpointProposer` (any object with `chat(body)` and
+    `model`): one user message, temperature 0, so the same intent splits the same way on every run."""
+
+    def ask(prompt: str) -> str | None:
+        return proposer.chat({"model": proposer.model, "messages": [{"role": "user", "content": prompt}],
+                              "temperature": 0, "max_tokens": max_tokens})
+
+    return ask
 
 
 # --- combining and feedback ------------------------------------------------------------------------------------
