@@ -43,6 +43,12 @@ def test_common_shapes_split_into_their_parts(intent, expected):
     assert parts_of(intent) == expected
 
 
+def test_a_negated_modifier_is_not_a_part_and_says_why():
+    parts = split_intent("a photo of sks person on Mars, not smiling, no helmet")
+    assert parts.roles() == ["who", "where", "style"]
+    assert len(parts.notes) == 2 and "negative prompt" in parts.notes[0]
+
+
 def test_every_part_has_a_query_and_a_neutral_phrase_without_it():
     parts = split_intent("a photo of {subject} as an astronaut on Mars, cinematic").by_role()
     assert parts["where"].query == "a picture on Mars" and parts["where"].neutral == "a picture"

@@ -192,8 +192,12 @@ def split_intent(text: str, subject_token: str | Sequence[str] = "sks", class_wo
         work = re.sub(rf"(?<!\w){re.escape(token)}(?:\s+{re.escape(class_word)})?(?!\w)", "\0", work, flags=re.I)
     segments = [segment.strip(" .") for segment in re.split(r"[,;|]|\s+-\s+", work) if segment.strip(" .")]
     pieces: dict[str, list[str]] = {role: [] for role in ROLES}
+    notes = []
     main_index = next((i for i, segment in enumerate(segments) if "\0" in segment), 0)
     for index, segment in enumerate(segments):
+        if index != main_index and re.match(r"(not|no|never|without)\b", segment, flags=re.I):
+            notes.append(f"'{segment}' is not graded: CLIP cannot read a negation; say it in the negative prompt.")
+            continue
         if index != main_index:
             segment = segment.replace("\0", class_word)
             kind = _modifier_role(segment, MOOD_WORDS)
@@ -230,7 +234,7 @@ def split_intent(text: str, subject_token: str | Sequence[str] = "sks", class_wo
     for role in ROLES[1:]:
         if pieces[role]:
             parts.append(IntentPart(role, ", ".join(dict.fromkeys(p.strip() for p in pieces[role]))))
-    return IntentParts(text=text, parts=parts, source="rules")
+    return IntentParts(text=text, parts=parts, source="rules", notes=notes)
 
 
 # --- the language-model hook -----------------------------------------------------------------------------------
