@@ -55,6 +55,7 @@ def test_face_crop_is_the_one_fer_makes(grace_hopper):
         assert np.abs(ours.astype(int) - fer_input.astype(int)).max() <= 1, label
 
 
+@pytest.mark.slow  # dlib on 16 photos of ~1 MP: about 25 s on a busy 2-core CPU
 def test_the_smiling_sample_photos_come_out_happy_with_a_clear_margin(model, sample_photos_dir):
     read = 0
     for path in sorted(sample_photos_dir.iterdir()):

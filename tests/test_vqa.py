@@ -71,6 +71,7 @@ def test_questions_come_from_the_parts_of_the_intent():
     assert part_questions("lighting", "golden hour") == ["Does the picture have golden hour?"]
 
 
+@pytest.mark.slow  # 25 optimiser steps of a tiny BLIP: about 9 s on a 2-core CPU
 def test_p_yes_follows_the_picture_once_the_model_has_learnt_it(tmp_path):
     """Taught through transformers' own forward (labels = [DEC] answer), read back by the scorer's first-token path."""
     model = tiny_blip(seed=1).train()
