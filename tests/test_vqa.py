@@ -92,6 +92,10 @@ def test_p_yes_follows_the_picture_once_the_model_has_learnt_it(tmp_path):
     scorer = make_scorer("vqa", model=str(taught), device="cpu")
     red, blue = scorer.vqa.p_yes([RED, BLUE], ["Is it on Mars?"])[:, 0]
     assert red > 0.9 and blue < 0.1
+    # the same answers as transformers' own generate(), whose first answer token the scorer reads
+    answers = scorer.vqa.model.generate(input_ids=question["input_ids"], attention_mask=question["attention_mask"],
+                                        pixel_values=pixels, max_new_tokens=2)
+    assert [WORDS[int(row[1])] for row in answers] == ["yes", "no"]
 
 
 def test_columns_per_role_and_the_soft_minimum(blip_dir):
