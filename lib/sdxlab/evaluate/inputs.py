@@ -169,6 +169,10 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
         (negative_lines if target is negative_lines else prompt_lines).append(line)
     result: dict[str, Any] = dict(settings)
     result["prompt"] = "\n".join(prompt_lines).strip() or None
+    appended = re.search(rf"\s*{LORA_TAG.pattern}\s*\Z", result["prompt"] or "", re.IGNORECASE)
+    if appended and settings.get("Lora") and settings.get("Version", "").startswith("sdxlab"):
+        # sdxlab appends the LoRA's tag for AUTOMATIC1111; the prompt it drew with is the text before it
+        result["prompt"] = result["prompt"][: appended.start()].strip() or None
     result["negative_prompt"] = "\n".join(negative_lines).strip() or None
     result["seed"] = _int(settings.get("Seed"))
     scale = _float(settings.get("Lora scale") or settings.get("LoRA scale") or settings.get("Lora weight"))
