@@ -273,6 +273,19 @@ def test_summary_keys_are_stable_documented_and_strict_json(evaluated):
             "gallery.png"} <= set(summary["files"])
 
 
+def test_headline_figures_are_the_summary_s(evaluated):
+    result, _ = evaluated
+    figures = evaluate.headline_figures(result)
+    overall, calibration = result.summary["overall"], result.summary["calibration"]
+    assert figures["images"] == 6 and figures["faces_found"] == overall["faces_found"] == 4
+    assert figures["copies"] == overall["copies"] >= 1 and figures["clip_t_mean"] == overall["clip_t_mean"]
+    assert figures["strangers"] == calibration["strangers"] and figures["training_photos"] == calibration["training_photos"]
+    assert (figures["meaningful_images"], figures["meaningful_clip"]) == (False, False)
+    json.dumps(figures, allow_nan=False)  # plain values for the notebook's recorded cell
+    empty = evaluate.headline_figures(evaluate.Evaluation(result.per_image.iloc[0:0], {}))
+    assert empty["images"] == 0 and empty["likeness_mean"] is None
+
+
 def test_random_weight_numbers_are_labelled_meaningless(evaluated):
     summary = evaluated[0].summary
     assert "meaningless" in summary["note"] and "random" in summary["note"]

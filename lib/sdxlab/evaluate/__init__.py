@@ -79,6 +79,7 @@ from sdxlab.evaluate.report import (
     compare_runs,
     evaluate_folder,
     evaluate_run,
+    headline_figures,
 )
 from sdxlab.evaluate.scorers import (
     ClipAlignmentScorer,
@@ -94,7 +95,8 @@ __all__ = [
     "CALIBRATION_KEYS", "DEFAULT_CLIP_MODEL", "GROUP_KEYS", "PER_IMAGE_COLUMNS", "SUMMARY_KEYS", "TINY_CLIP",
     "Calibration", "ClipAlignmentScorer", "ClipModel", "Evaluation", "IdentityReference", "LikenessScorer",
     "LikenessUnavailable", "RunComparison", "Scorer", "available_scorers", "calibrate", "compare_runs",
-    "evaluate_folder", "evaluate_run", "find_samples", "group_photo_faces", "group_photo_path", "intent_text",
+    "evaluate_folder", "evaluate_run", "find_samples", "group_photo_faces", "group_photo_path", "headline_figures",
+    "intent_text",
     "load_clip", "make_scorer", "other_people", "parse_a1111_parameters", "read_face", "register_scorer",
     "tiny_clip", "training_photos",
 ]

@@ -270,6 +270,32 @@ def combined_score(frame: pd.DataFrame) -> pd.Series:
     return pd.concat(parts, axis=1).mean(axis=1)
 
 
+def headline_figures(evaluation: Evaluation) -> dict[str, Any]:
+    """The figures 04_evaluate records at its end (plain JSON values; None where not measured).
+
+    From summary.json: the images and faces, the mean likeness (raw and calibrated), the share recognised,
+    the mean CLIP-T, the copy flags, and what the calibration stood on (training photos, strangers).
+    """
+    summary = evaluation.summary or {}
+    overall, calibration = summary.get("overall", {}), summary.get("calibration", {})
+    return {
+        "images": summary.get("images", 0),
+        "meaningful_images": summary.get("meaningful", {}).get("images"),  # False: tiny random-weight model
+        "meaningful_clip": summary.get("meaningful", {}).get("clip"),  # False: tiny CLIP, None: alignment skipped
+        "faces_found": overall.get("faces_found", 0),
+        "likeness_mean": overall.get("likeness_mean"),
+        "likeness_position_mean": overall.get("likeness_position_mean"),
+        "identity_match_rate": overall.get("identity_match_rate"),
+        "clip_t_mean": overall.get("clip_t_mean"),
+        "copies": overall.get("copies"),
+        "training_faces": calibration.get("training_faces"),
+        "training_photos": calibration.get("training_photos"),
+        "strangers": calibration.get("strangers"),
+        "ceiling_mean": (calibration.get("ceiling") or {}).get("mean"),
+        "floor_mean": (calibration.get("floor") or {}).get("mean"),
+    }
+
+
 # --- summary --------------------------------------------------------------------------------------------------
 
 
