@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sdxlab.evaluate.clip import DEFAULT_CLIP_MODEL, ClipModel, load_clip
-from sdxlab.evaluate.inputs import LORA_TAG, training_photos
+from sdxlab.evaluate.inputs import LORA_TAG, photo_sources, training_photos
 from sdxlab.evaluate.likeness import (
     Calibration,
     IdentityReference,
@@ -188,7 +188,7 @@ class LikenessScorer:
         paths, notes = training_photos(dataset_dir)
         if not paths:
             raise LikenessUnavailable(" ".join(notes))
-        reference = IdentityReference.from_photos(paths, upsample)
+        reference = IdentityReference.from_photos(paths, upsample, sources=photo_sources(paths))
         reference.notes[:0] = notes
         others = other_people(other_people_dir, download=download_floor, upsample=upsample)
         calibration = calibrate(reference, others.embeddings, others.source)
