@@ -52,8 +52,8 @@ def test_lora_scale_sweep_when_a_lora_exists_else_a_plain_note(demo_run, paramet
     sweep = index[index["file"].str.startswith("sweep_")]
     text = notebook_text(demo_run)
     if (demo_run.lora / "train_config.json").is_file():
-        assert sorted(set(sweep["lora_scale"])) == sorted(parameters["lora_scales"])
-        assert len(sweep) == len(parameters["lora_scales"]) * len(parameters["sample_seeds"])
+        assert sorted(set(sweep["lora_scale"])) == sorted(parameters["sample_lora_scales"])
+        assert len(sweep) == len(parameters["sample_lora_scales"]) * len(parameters["sample_seeds"])
         assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
         assert set(sweep["checkpoint"]) == {"final"} and set(sweep["lora_file"]) == {f"lora/{Path(sweep['lora_file'].iloc[0]).name}"}
     else:  # the train stage has not written a LoRA: base model, said plainly
