@@ -165,10 +165,6 @@ class TrainConfig(Settings):
         self.dataset_dir = Path(self.dataset_dir)
         self.output_dir = Path(self.output_dir)
 
-    def validation_generation(self) -> GenerationSettings:
-        """How the validation pictures are drawn."""
-        return GenerationSettings(steps=self.validation_steps, guidance=self.validation_guidance)
-
     # --- derived values -----------------------------------------------------------------------------
 
     @property
