@@ -228,3 +228,12 @@ def test_every_declared_parameter_has_help_and_a_default_that_passes_its_own_che
         assert parameter.help.strip()
         assert parameter.check(parameter.default) == parameter.default
     assert yaml.safe_load(literal({"a": [1, 2.5e-4, None, True, "x"]})) is not None
+
+
+def test_settings_command_checks_the_cells_and_the_tiny_model_name_is_the_loaders():
+    from sdxlab.models import TINY_MODEL
+
+    assert CommonSettings().model == TINY_MODEL
+    result = subprocess.run([sys.executable, "-m", "sdxlab.settings", "--check"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
