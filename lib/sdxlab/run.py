@@ -99,8 +99,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as error:
-        raise ParameterError(f"Parameter override '{text}' is not valid YAML ({_yaml_problem(error)}); quote the "
-                             "value, e.g. -p 'key=\"text\"' or -p 'key=[a, b]'.") from None
+        # the value is not repeated: it may be a secret pasted into the wrong parameter
+        raise ParameterError(f"The value of -p {key.strip()} is not valid YAML ({_yaml_problem(error)}); quote it, "
+                             "e.g. -p 'key=\"text\"', or write a list as -p 'key=[a, b]'.") from None
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
