@@ -222,6 +222,16 @@ def test_zip_members_named_outside_the_archive_get_a_report_row_saying_why(tmp_p
     assert "3 unsafe name" in result.summary()
 
 
+def test_overrides_leave_the_callers_settings_as_they_were(tmp_path):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr(zipfile.ZipInfo("../escape.jpg"), b"x")
+    settings = capture.CaptureSettings(min_photos=3)
+    result = capture.analyse_photos(archive, settings, resolution=256, progress=False)
+    assert (result.settings.resolution, result.settings.min_photos) == (256, 3)
+    assert settings.resolution == capture.CaptureSettings().resolution  # the caller's object is unchanged
+
+
 def test_a_too_large_zip_member_gets_the_limit_and_what_to_do(tmp_path, monkeypatch):
     from sdxlab.capture import sources
 
