@@ -9,8 +9,8 @@
 `python -m sdxlab.settings --write` rewrites the notebooks' parameters cells from the declarations;
 `--check` says whether they are current.
 
-To add a notebook parameter: add a field to its stage's dataclass (`train_cuda_graph: bool = setting(False,
-"help ...")` in `TrainConfig`; `like(GenerationSettings, ...)` for a drawing knob), run
+To add a notebook parameter: add a field to its stage's dataclass (`cuda_graph: bool = setting(False, "help")`
+in `TrainConfig` is `train_cuda_graph`; `like(GenerationSettings, ...)` for a drawing knob), run
 `python -m sdxlab.settings --write`, and use it from the settings object in the notebook. To change a default,
 change it there; a profile line only says where a profile differs, and why.
 """
