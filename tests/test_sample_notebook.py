@@ -62,9 +62,9 @@ def test_the_demo_samples_its_trained_lora_with_a_lora_scale_sweep(demo_run, par
     assert recorded["lora_file"] == f"lora/{config['lora_file']}"
     index = read_samples(demo_run.samples)
     sweep = index[index["file"].str.startswith("sweep_")]
-    assert recorded["sweep_scales"] == pytest.approx(sorted(parameters["lora_scales"]))
-    assert sorted(set(sweep["lora_scale"])) == pytest.approx(sorted(parameters["lora_scales"]))
-    assert recorded["sweep_images"] == len(sweep) == len(parameters["lora_scales"]) * len(parameters["sample_seeds"])
+    assert recorded["sweep_scales"] == pytest.approx(sorted(parameters["sample_lora_scales"]))
+    assert sorted(set(sweep["lora_scale"])) == pytest.approx(sorted(parameters["sample_lora_scales"]))
+    assert recorded["sweep_images"] == len(sweep) == len(parameters["sample_lora_scales"]) * len(parameters["sample_seeds"])
     assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
     assert set(sweep["checkpoint"]) == {"final"} and set(sweep["lora_file"]) == {recorded["lora_file"]}
 

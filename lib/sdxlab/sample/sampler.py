@@ -28,9 +28,10 @@ from sdxlab.layout import RunLayout, resolve_path
 from sdxlab.models import DEFAULT_MODEL, PICKLE_SUFFIXES, ModelLoadError, load_pipeline, resolve_model
 from sdxlab.sample.infotext import lora_short_hash, model_short_hash
 from sdxlab.sample.prompts import fill_subject
+from sdxlab.settings.generation import DEFAULTS, SCHEDULER_NAMES
 
 ADAPTER_NAME = "subject"  # the peft adapter name the Sampler gives the LoRA it loads
-SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras")
+SCHEDULERS = SCHEDULER_NAMES  # declared with the generation settings (sdxlab.settings.generation)
 CHECKPOINT_FOLDER = re.compile(r"^step_\d+$")
 
 ProgressCallback = Callable[[int, int], None]  # (denoising steps done, steps in total) over the whole call
@@ -205,14 +206,14 @@ class Sampler:
         prompts: Sequence[str],
         seeds: Sequence[int],
         *,
-        negative_prompt: str = "",
-        steps: int = 30,
-        guidance: float = 5.0,
+        negative_prompt: str = DEFAULTS.negative_prompt,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
         width: int | None = None,
         height: int | None = None,
-        lora_scale: float = 1.0,
-        scheduler: str = "euler",
-        batch_size: int = 1,
+        lora_scale: float = DEFAULTS.lora_scale,
+        scheduler: str = DEFAULTS.scheduler,
+        batch_size: int = DEFAULTS.batch_size,
         callback: ProgressCallback | None = None,
         progress: bool = True,
     ) -> list[GeneratedImage]:
@@ -233,14 +234,14 @@ class Sampler:
         self,
         pairs: Sequence[tuple[str, int]],
         *,
-        negative_prompt: str = "",
-        steps: int = 30,
-        guidance: float = 5.0,
+        negative_prompt: str = DEFAULTS.negative_prompt,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
         width: int | None = None,
         height: int | None = None,
-        lora_scale: float = 1.0,
-        scheduler: str = "euler",
-        batch_size: int = 1,
+        lora_scale: float = DEFAULTS.lora_scale,
+        scheduler: str = DEFAULTS.scheduler,
+        batch_size: int = DEFAULTS.batch_size,
         callback: ProgressCallback | None = None,
         progress: bool = True,
     ) -> list[GeneratedImage]:
