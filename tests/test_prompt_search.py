@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from sdxlab.evaluate import LikenessUnavailable
 from sdxlab.prompt_search.evaluation import ImageCache, ImageEvaluator
 from sdxlab.prompt_search.heldout import (
     heldout_check,
@@ -344,7 +346,8 @@ def test_04s_calibration_is_used_only_when_it_was_made_from_this_dataset(tmp_pat
     assert LikenessScale.from_summary(summary, dataset, training_faces=11) is None, "other photos: stale"
     assert LikenessScale.from_summary(summary, tmp_path, training_faces=12) is None, "another dataset"
     summary.write_text(json.dumps({"dataset_dir": str(dataset), "calibration": {**calibration, "floor": {"mean": None}}}))
-    assert LikenessScale.from_summary(summary, dataset, training_faces=12) is None, "no floor: no scale"
+    with pytest.raises(LikenessUnavailable, match="floor"):
+        LikenessScale.from_summary(summary, dataset, training_faces=12)
     assert LikenessScale.from_summary(tmp_path / "missing.json", dataset, training_faces=12) is None
 
 
@@ -432,7 +435,6 @@ def test_clean_proposal_keeps_the_subject_and_skips_garbage():
     assert clean_proposal("- an astronaut on the red planet, dramatic lighting", intent) == \
         "photo of sks person, an astronaut on the red planet, dramatic lighting"
     assert clean_proposal("{subject} on Mars, (cinematic:1.3), film grain", intent) == "sks person on Mars, cinematic, film grain"
-    assert clean_proposal("{subject} on Mars, (cinematic:1.3)", intent, weighted_syntax=True) == "sks person on Mars, (cinematic:1.3)"
     for garbage in ["", "   ", "Here are five prompts:", "%%% 1234 ### !!!", "ok", "\ufffd\ufffd\ufffd sks"]:
         assert clean_proposal(garbage, intent) is None, garbage
     long = "sks person on Mars, " + ", ".join(f"very detailed element number {i}" for i in range(40))
@@ -440,9 +442,9 @@ def test_clean_proposal_keeps_the_subject_and_skips_garbage():
     assert clip_token_count(cleaned) <= 75 and cleaned.startswith("sks person on Mars")
 
 
-def context_for(intent: Intent, history: list[ScoredPrompt], weighted: bool = False, seed: int = 0) -> ProposalContext:
+def context_for(intent: Intent, history: list[ScoredPrompt], seed: int = 0) -> ProposalContext:
     return ProposalContext(intent=intent, history=history, round_index=1, rng=random.Random(seed),
-                           score_names=["alignment"], weighted_syntax=weighted)
+                           score_names=["alignment"])
 
 
 def test_vocabulary_proposer_mutates_without_losing_the_intent():
@@ -455,9 +457,10 @@ def test_vocabulary_proposer_mutates_without_losing_the_intent():
     for prompt in proposals:
         parts = [part.key for part in split_parts(prompt)]
         assert parts[0] == "sks person as an astronaut on mars" and "cinematic" in parts
-        assert "(" not in prompt, "no weight syntax unless the generator reads it"
-    weighted = VocabularyProposer().propose(context_for(intent, history, weighted=True), 40)
-    assert any(":1." in prompt or ":0." in prompt for prompt in weighted)
+        assert "(" not in prompt, "no weight syntax: the sampler would read it as text"
+    weighted_parent = [ScoredPrompt("sks person as an astronaut on Mars, (cinematic:1.3), (serene:0.8)", {"total": 0.9})]
+    many = VocabularyProposer().propose(context_for(intent, weighted_parent + history, seed=1), 200)
+    assert not any(re.search(r":\d", prompt) for prompt in many), "no mutation writes a prompt weight"
     # same seed, same proposals: what makes a resumed search repeat an uninterrupted one
     assert VocabularyProposer().propose(context_for(intent, history), 40) == proposals
 

@@ -235,22 +235,31 @@ class LikenessScale:
 
     @classmethod
     def from_summary(cls, summary_path: str | Path, dataset_dir: str | Path, training_faces: int) -> LikenessScale | None:
-        """04's calibration from `metrics/summary.json`, if it was made from this dataset (same folder, same
-        number of faces, written after the dataset) and has both a floor and a ceiling above it."""
+        """04's calibration from `metrics/summary.json` if it was made from this dataset (same folder, same
+        number of faces, written after the dataset), else None; `LikenessUnavailable` when 04 found no usable
+        floor or ceiling for this very dataset (computing it again would fail the same way)."""
         import json
 
         path = Path(summary_path)
         try:
             summary = json.loads(path.read_text())
             calibration = summary["calibration"]
-            floor, ceiling = float(calibration["floor"]["mean"]), float(calibration["ceiling"]["mean"])
+            floor = float(calibration["floor"]["mean"] if calibration["floor"]["mean"] is not None else math.nan)
+            ceiling = float(calibration["ceiling"]["mean"] if calibration["ceiling"]["mean"] is not None else math.nan)
             same_folder = Path(summary["dataset_dir"]).resolve() == Path(dataset_dir).resolve()
             newer = path.stat().st_mtime >= max((item.stat().st_mtime for item in Path(dataset_dir).rglob("*")), default=0)
             same_faces = int(calibration.get("training_faces") or 0) == int(training_faces)
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not (same_folder and newer and same_faces) or math.isnan(floor) or math.isnan(ceiling) or ceiling <= floor:
+        if not (same_folder and newer and same_faces):
             return None
+        if math.isnan(floor) or math.isnan(ceiling) or ceiling <= floor:
+            from sdxlab.evaluate import LikenessUnavailable
+
+            raise LikenessUnavailable(
+                f"04_evaluate's calibration in {path} has no usable floor (strangers) and ceiling (your photos "
+                "against each other), so a likeness number would mean nothing; run 04_evaluate with network once "
+                "or with evaluate_other_people_dir.")
         return cls(floor, ceiling, f"04_evaluate ({path})")
 
 

@@ -57,7 +57,6 @@ class ProposalContext:
     rng: random.Random
     top_k: int = 4
     score_names: list[str] = field(default_factory=list)
-    weighted_syntax: bool = False  # whether the generator understands "(part:1.2)"
 
     def best(self, count: int | None = None) -> list[ScoredPrompt]:
         """The best prompts so far, best first (ties broken by the earlier round)."""
@@ -92,12 +91,13 @@ def proposal_lines(text: str) -> list[str]:
     return [line for line in text.replace("```", "\n").splitlines() if line.strip()]
 
 
-def clean_proposal(text: str, intent: Intent, *, weighted_syntax: bool = False, token_limit: int = CLIP_TOKEN_LIMIT) -> str | None:
+def clean_proposal(text: str, intent: Intent, *, token_limit: int = CLIP_TOKEN_LIMIT) -> str | None:
     """A usable prompt made from a proposer's text, or None when the text is malformed.
 
     Numbering, bullets and quotes are stripped; the subject token is kept (put back in front when a model
     dropped it); the prompt is cut at part boundaries to CLIP's 77-token window (the text encoders ignore
-    the rest anyway); weight syntax is removed when the generator would read it as literal text.
+    the rest anyway); A1111 weight syntax "(part:1.2)" is removed, because the sampler (diffusers) reads it as
+    literal text, not as a weight.
     """
     text = "".join(character for character in str(text) if character.isprintable() and character != "\ufffd")
     text = NUMBERING.sub("", text.strip())
@@ -110,20 +110,18 @@ def clean_proposal(text: str, intent: Intent, *, weighted_syntax: bool = False, 
         return None  # symbols, numbers or a word or two: not a prompt
     if text.count("(") != text.count(")"):
         text = text.replace("(", "").replace(")", "")
-    parts = split_parts(text)
-    if not weighted_syntax:
-        parts = [Part(part.text) for part in parts]
-    text = subject_prompt(join_parts(parts, weighted_syntax), intent.subject_token, intent.class_word)
-    text = fit_token_limit(text, weighted_syntax, token_limit)
+    parts = [Part(part.text) for part in split_parts(text)]
+    text = subject_prompt(join_parts(parts), intent.subject_token, intent.class_word)
+    text = fit_token_limit(text, token_limit)
     return text if text and has_subject(text, intent.subject_token) else None
 
 
-def fit_token_limit(prompt: str, weighted_syntax: bool, token_limit: int = CLIP_TOKEN_LIMIT) -> str:
+def fit_token_limit(prompt: str, token_limit: int = CLIP_TOKEN_LIMIT) -> str:
     """Drop trailing parts (then trailing words) until the prompt fits CLIP's window."""
     parts = split_parts(prompt)
-    while len(parts) > 1 and clip_token_count(join_parts(parts, weighted_syntax)) > token_limit:
+    while len(parts) > 1 and clip_token_count(join_parts(parts)) > token_limit:
         parts.pop()
-    text = join_parts(parts, weighted_syntax)
+    text = join_parts(parts)
     words = text.split()
     while len(words) > 1 and clip_token_count(" ".join(words)) > token_limit:
         words.pop()
@@ -148,16 +146,17 @@ def clip_token_count(text: str) -> int:
 
 # --- the offline vocabulary proposer -------------------------------------------------------------------------
 
-MUTATIONS = {"add": 0.35, "swap": 0.25, "drop": 0.15, "reorder": 0.1, "reweight": 0.15}
-WEIGHTS = (0.8, 0.9, 1.1, 1.2, 1.3)
+# No "reweight" mutation: diffusers reads "(part:1.2)" as literal text and the sampler has no prompt-weight
+# support (compel would have to be wired into the sampler and recorded in every PNG), so a weight would only
+# add brackets and digits to the prompt.
+MUTATIONS = {"add": 0.4, "swap": 0.3, "drop": 0.18, "reorder": 0.12}
 
 
 class VocabularyProposer:
     """Evolves the best prompts so far with a vocabulary of prompt parts; needs no model and no network.
 
     Each new prompt is either a crossover of two good prompts (for every kind of part, take one parent's
-    choice) or a mutation of one: add a part, drop one, swap one for another of its kind, move one, or
-    change its weight. The person's own words (the intent) are never dropped, and the part naming the
+    choice) or a mutation of one: add a part, drop one, swap one for another of its kind, or move one. The person's own words (the intent) are never dropped, and the part naming the
     subject never moves, so every candidate still asks for the same thing.
     """
 
@@ -175,7 +174,7 @@ class VocabularyProposer:
             if len(proposals) >= count:
                 break
             child = self._child(parents, context)
-            text = join_parts(child, context.weighted_syntax)
+            text = join_parts(child)
             key = prompt_key(text)
             if key not in seen and has_subject(text, context.intent.subject_token):
                 seen.add(key)
@@ -204,15 +203,13 @@ class VocabularyProposer:
         return {part.key for part in own_words + split_parts(intent.start_prompt)}
 
     def mutate(self, parts: list[Part], context: ProposalContext) -> list[Part]:
-        """One random edit: add, drop, swap, reorder or reweight a part."""
+        """One random edit: add, drop, swap or reorder a part."""
         rng, parts = context.rng, list(parts)
         anchor = next((i for i, part in enumerate(parts) if has_subject(part.text, context.intent.subject_token)), 0)
         protected = self._protected(context)
         droppable = [i for i, part in enumerate(parts) if i != anchor and part.key not in protected]
         movable = [i for i in range(len(parts)) if i != anchor]
         kinds = dict(MUTATIONS)
-        if not context.weighted_syntax:
-            kinds.pop("reweight")
         if not droppable:
             kinds.pop("drop"), kinds.pop("swap")
         if len(movable) < 2:
@@ -229,13 +226,10 @@ class VocabularyProposer:
             category = category_of(parts[index], self.vocabulary)
             replacement = self._new_part(parts, rng, category)
             if replacement is not None:
-                parts[index] = Part(replacement.text, parts[index].weight)
-        elif kind == "reorder":
+                parts[index] = replacement
+        else:
             source, target = rng.sample(movable, 2)
             parts.insert(target, parts.pop(source))
-        else:
-            index = rng.randrange(len(parts))
-            parts[index] = Part(parts[index].text, rng.choice(WEIGHTS))
         return parts
 
     def crossover(self, first: list[Part], second: list[Part], context: ProposalContext) -> list[Part]:
@@ -291,7 +285,7 @@ def revision_messages(context: ProposalContext, count: int) -> list[dict[str, st
     intent, phrase = context.intent, context.intent.subject_phrase
     best = "\n".join(f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}"
                      for rank, item in enumerate(context.best(), start=1))
-    weights_note = " You may weight a phrase as (phrase:1.2)." if context.weighted_syntax else " Do not use weights or brackets."
+    weights_note = " Do not use weights or brackets."
     system = (
         "You write prompts for Stable Diffusion XL. A fine-tuned model knows one person as "
         f"\"{phrase}\"; every prompt must contain \"{phrase}\" exactly. Prompts are comma-separated phrases, "
