@@ -326,6 +326,7 @@ def make_proposers(
     *,
     lm_model: str | None = None,
     lm_max_new_tokens: int = 96,
+    lm_allow_pickle: bool = False,
     endpoint_url: str | None = None,
     endpoint_model: str | None = None,
     endpoint_api_key_env: str | None = None,
@@ -343,7 +344,8 @@ def make_proposers(
         elif name == "local_lm":
             if not lm_model:
                 raise ProposerError("The local_lm proposer needs search_lm_model: a hub id (e.g. gpt2) or a local model folder.")
-            proposers.append(LocalLMProposer(lm_model, device=device, max_new_tokens=lm_max_new_tokens))
+            proposers.append(LocalLMProposer(lm_model, device=device, max_new_tokens=lm_max_new_tokens,
+                                             allow_pickle=lm_allow_pickle))
         elif name == "endpoint":
             if not endpoint_url or not endpoint_model:
                 raise ProposerError("The endpoint proposer needs search_endpoint_url (e.g. http://127.0.0.1:8000/v1) and search_endpoint_model.")
