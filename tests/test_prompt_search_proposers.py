@@ -278,3 +278,26 @@ def test_local_lm_refuses_pickle_weights_unless_allowed(tmp_path):
     allowed = LocalLMProposer(str(folder), device="cpu", allow_pickle=True)
     allowed.load()
     assert allowed._model is not None
+
+
+def test_endpoint_gets_opt2i_feedback_best_and_worst_with_sub_scores_and_the_weakest_part(monkeypatch):
+    intent = make_intent()
+    history = [
+        ScoredPrompt(intent.start_prompt, {"clip_t": 0.21, "likeness": 0.80, "total": 0.25}),
+        ScoredPrompt(f"{intent.start_prompt}, oil painting, serene", {"clip_t": 0.31, "likeness": 0.20, "total": 0.32}),
+        ScoredPrompt(f"{intent.start_prompt}, neon glow", {"clip_t": 0.19, "likeness": 0.60, "total": 0.22}),
+        ScoredPrompt(f"{intent.start_prompt}, golden hour lighting", {"clip_t": 0.26, "likeness": 0.70, "total": 0.295}),
+    ]
+    context = ProposalContext(intent=intent, history=history, round_index=2, rng=random.Random(0), top_k=2,
+                              score_names=["clip_t", "likeness"], weights={"clip_t": 1.0, "likeness": 0.05})
+    with FakeOpenAIServer() as server:
+        EndpointProposer(server.base_url, "m", api_key_env=None).propose(context, 3)
+    user = server.requests[0]["body"]["messages"][1]["content"]
+    assert "What the person asks for: person as an astronaut on Mars" in user
+    best, worst = user.split("Best prompts so far:")[1].split("Worst prompts so far")
+    assert "[total 0.320, clip_t 0.310, likeness 0.200] sks person as an astronaut on Mars, oil painting, serene" in best
+    assert "golden hour lighting" in best and "neon glow" not in best
+    assert "[total 0.220, clip_t 0.190, likeness 0.600] sks person as an astronaut on Mars, neon glow" in worst
+    assert "total = 1 x clip_t + 0.05 x likeness" in user and "likeness: 0 = looks like a stranger" in user
+    # the best prompt lags in likeness (0.2 vs 0.8 reached: 0.05 x 0.6 = 0.03 of total, more than clip_t's 0)
+    assert "The weakest part of the best prompt is likeness (0.200, while another prompt reached 0.800). Fix it:" in user

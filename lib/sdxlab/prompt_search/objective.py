@@ -116,6 +116,15 @@ TERM_MEANINGS = {
 DEFAULT_WEIGHTS = {"clip_t": 1.0, "likeness": 0.05, "copy": -0.1}
 
 
+def formula_text(weights: Mapping[str, float]) -> str:
+    """"total = 1 x clip_t + 0.05 x likeness - 0.1 x copy" for those weights."""
+    parts = []
+    for index, (name, weight) in enumerate((name, weight) for name, weight in weights.items() if weight):
+        sign = ("-" if weight < 0 else "") if index == 0 else ("- " if weight < 0 else "+ ")
+        parts.append(f"{sign}{abs(weight):g} x {name}")
+    return "total = " + " ".join(parts)
+
+
 class Measure(Protocol):
     """Something that measures pictures into one or more named columns (higher is not always better: a
     penalty such as `copy` gets a negative weight)."""
@@ -178,11 +187,7 @@ class Objective:
 
     def formula(self) -> str:
         """The total in plain arithmetic, e.g. "total = 1 x clip_t + 0.05 x likeness - 0.1 x copy"."""
-        parts = []
-        for index, (name, weight) in enumerate(self.terms.items()):
-            sign = ("-" if weight < 0 else "") if index == 0 else ("- " if weight < 0 else "+ ")
-            parts.append(f"{sign}{abs(weight):g} x {name}")
-        return "total = " + " ".join(parts)
+        return formula_text(self.terms)
 
     def to_dict(self) -> dict[str, Any]:
         """What the objective is, for best_prompts.json: the formula, every term and its meaning, the notes."""

@@ -57,6 +57,7 @@ class ProposalContext:
     rng: random.Random
     top_k: int = 4
     score_names: list[str] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)  # each term's weight in the total (empty: unknown)
 
     def best(self, count: int | None = None) -> list[ScoredPrompt]:
         """The best prompts so far, best first (ties broken by the earlier round)."""
@@ -268,11 +269,37 @@ class VocabularyProposer:
 # --- what language models are asked ---------------------------------------------------------------------------
 
 
-SCORE_MEANINGS = {
-    "clip_t": "how well the picture shows what the person wants (CLIP alignment with the intent)",
-    "likeness": "how much the face still looks like the person",
-    TOTAL: "the weighted combination of the scores",
+TERM_ADVICE = {
+    "clip_t": "make the picture show more clearly what the person asked for: name each part of the request "
+              "plainly and drop words that pull elsewhere",
+    "likeness": "keep the person's face visible, large enough and recognisable (framing, light on the face); "
+                "styles that repaint the face lose likeness",
+    "face_found": "make sure a face is clearly visible in the picture",
+    "copy": "move away from a plain selfie like the training photos: change setting, pose and framing",
 }
+
+
+def weakest_term(context: ProposalContext) -> tuple[str, float, float] | None:
+    """The term in which the best prompt so far lags most behind the best value any prompt reached, weighted
+    by the term's weight in the total (OPT2I: ask the model to fix the weakest part). (name, value, best)."""
+    best = context.best(1)
+    if not best:
+        return None
+    leader, gaps = best[0], []
+    for name in context.score_names:
+        weight = context.weights.get(name, 1.0) if context.weights else 1.0
+        if not weight or name not in leader.scores:
+            continue
+        values = [float(item.scores[name]) for item in context.history if name in item.scores]
+        reachable = max(values) if weight > 0 else min(values)
+        gaps.append((abs(weight) * abs(reachable - float(leader.scores[name])), name, float(leader.scores[name]), reachable))
+    if not gaps:
+        return None
+    gap, name, value, reachable = max(gaps)
+    if gap <= 0:  # the leader is best at everything so far: meaning is what a prompt can change most
+        name = "clip_t" if "clip_t" in leader.scores else name
+        value = reachable = float(leader.scores[name])
+    return name, value, reachable
 
 
 def describe_scores(item: ScoredPrompt, score_names: Sequence[str]) -> str:
@@ -281,22 +308,38 @@ def describe_scores(item: ScoredPrompt, score_names: Sequence[str]) -> str:
 
 
 def revision_messages(context: ProposalContext, count: int) -> list[dict[str, str]]:
-    """The chat request: intent, best prompts with their sub-scores, and what a good answer looks like."""
+    """The chat request, OPT2I-style: what the intent asks for, the best and the worst prompts so far with
+    every sub-score, what each score means, and the instruction to fix the best prompt's weakest part."""
+    from sdxlab.prompt_search.objective import TERM_MEANINGS, formula_text
+
     intent, phrase = context.intent, context.intent.subject_phrase
-    best = "\n".join(f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}"
-                     for rank, item in enumerate(context.best(), start=1))
-    weights_note = " Do not use weights or brackets."
+    best = context.best()
+    worst = [item for item in sorted(context.history, key=lambda item: (item.total, item.round))
+             if item not in best][: max(1, context.top_k // 2)]
+    listing = lambda items: "\n".join(  # noqa: E731
+        f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}" for rank, item in enumerate(items, start=1))
     system = (
         "You write prompts for Stable Diffusion XL. A fine-tuned model knows one person as "
         f"\"{phrase}\"; every prompt must contain \"{phrase}\" exactly. Prompts are comma-separated phrases, "
-        "under 60 words." + weights_note
+        "under 60 words. Do not use weights or brackets."
     )
-    meanings = "; ".join(f"{name} is {SCORE_MEANINGS.get(name, 'another score')}" for name in [*context.score_names, TOTAL])
+    meanings = "; ".join(f"{name}: {TERM_MEANINGS.get(name, 'another score')}" for name in [*context.score_names, TOTAL])
+    formula = f" ({formula_text(context.weights)})" if context.weights else ""
+    weakest = weakest_term(context)
+    fix = ""
+    if weakest is not None:
+        name, value, reachable = weakest
+        reached = f", while another prompt reached {reachable:.3f}" if abs(reachable - value) > 1e-9 else ""
+        fix = (f"The weakest part of the best prompt is {name} ({value:.3f}{reached}). Fix it: "
+               f"{TERM_ADVICE.get(name, 'raise ' + name)}, while keeping what already works.\n")
     user = (
-        f"What the person wants: {intent.alignment_text}\n"
-        f"Each prompt below was rendered on fixed seeds and scored, higher is better: {meanings}.\n"
-        f"Best prompts so far:\n{best}\n\n"
-        f"Write {count} new prompts that should score a higher total than all of these, different from them. "
+        f"What the person asks for: {intent.alignment_text}\n"
+        f"Each prompt below was rendered on fixed seeds and scored; a higher total{formula} is better. "
+        f"The scores: {meanings}.\n\n"
+        f"Best prompts so far:\n{listing(best)}\n\n"
+        + (f"Worst prompts so far (avoid what they do):\n{listing(worst)}\n\n" if worst else "")
+        + fix
+        + f"Write {count} new prompts that should score a higher total than all of these, different from them. "
         "Answer with the prompts only, one per line, no numbering, no explanations."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

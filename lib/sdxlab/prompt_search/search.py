@@ -201,7 +201,8 @@ class _IntentLoop:
     def context(self, history: list[ScoredPrompt], round_index: int) -> ProposalContext:
         rng = random.Random(f"{self.settings.seed}|{self.intent.text}|{round_index}")
         return ProposalContext(intent=self.intent, history=list(history), round_index=round_index, rng=rng,
-                               top_k=self.settings.top_k, score_names=list(self.evaluator.score_names))
+                               top_k=self.settings.top_k, score_names=list(self.evaluator.score_names),
+                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}))
 
     def gather(self, history: list[ScoredPrompt], round_index: int, count: int) -> list[tuple[str, str]]:
         """`count` new, cleaned, distinct prompts with the name of the proposer that made each."""
