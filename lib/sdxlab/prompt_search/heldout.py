@@ -102,7 +102,9 @@ class Uplift:
     confidence: float = 0.95
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "confidence": self.confidence,
+        finite = lambda value: value if math.isfinite(value) else None  # noqa: E731  (one seed: no interval)
+        return {"mean": self.mean, "ci_low": finite(self.ci_low), "ci_high": finite(self.ci_high),
+                "confidence": self.confidence,
                 "interval": "Student t on the paired differences", "seeds": self.seeds, "wins": self.wins,
                 "losses": self.losses, "p": self.p, "p_holm": self.p_holm,
                 "test": "exact paired permutation test (sign flips), two-sided"}

@@ -141,6 +141,8 @@ def write_outputs(folder: str | Path, summary: dict[str, Any], heldouts: Sequenc
 
 def _uplift_text(uplift: dict) -> str:
     holm = f", Holm {uplift['p_holm']:.2g}" if uplift.get("p_holm") is not None else ""
+    if uplift["ci_low"] is None:
+        return f"uplift {uplift['mean']:+.3f} (one held-out seed: no interval), p {uplift['p']:.2g}{holm}"
     return (f"uplift {uplift['mean']:+.3f} [95% CI {uplift['ci_low']:+.3f}, {uplift['ci_high']:+.3f}] "
             f"over {uplift['seeds']} held-out seeds, p {uplift['p']:.2g}{holm}")
 
