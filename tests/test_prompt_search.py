@@ -20,6 +20,7 @@ from sdxlab.evaluate import LikenessUnavailable
 from sdxlab.prompt_search.evaluation import ImageCache, ImageEvaluator
 from sdxlab.prompt_search.heldout import (
     heldout_check,
+    heldout_for_search,
     heldout_seeds,
     holm,
     paired_interval,
@@ -35,6 +36,7 @@ from sdxlab.prompt_search.objective import (
     Objective,
     copy_reference,
 )
+from sdxlab.prompt_search.pareto import choose_on_front, pareto_figure, pareto_front
 from sdxlab.prompt_search.proposers import (
     ProposalContext,
     ScoredPrompt,
@@ -42,7 +44,7 @@ from sdxlab.prompt_search.proposers import (
     clean_proposal,
     clip_token_count,
 )
-from sdxlab.prompt_search.search import SearchSettings, run_search
+from sdxlab.prompt_search.search import IntentSearch, SearchResult, SearchSettings, round_summaries, run_search
 from sdxlab.prompt_search.vocabulary import split_parts
 
 SMALL_VOCABULARY = {
@@ -557,3 +559,57 @@ def test_heldout_check_headline_is_the_search_pick_and_the_list_is_not_reranked(
     assert choice.selection_seeds == seeds[:3] and choice.report_seeds == seeds[3:]
     assert choice.uplift.seeds == 3
     assert {row["role"] for row in result.rows} == {"start", "finalist"} and len(result.rows) == 18
+
+
+# --- likeness x meaning: the Pareto front and the person's choice ------------------------------------------
+
+
+def scored(prompt: str, clip_t: float, likeness: float, round_index: int = 1) -> ScoredPrompt:
+    return ScoredPrompt(prompt, {"clip_t": clip_t, "likeness": likeness, "total": clip_t + 0.05 * likeness},
+                        round=round_index)
+
+
+def test_pareto_front_keeps_the_prompts_no_other_beats_on_both():
+    history = [scored("a", 0.30, 0.20), scored("b", 0.27, 0.90), scored("c", 0.26, 0.50), scored("d", 0.29, 0.60),
+               scored("e", 0.25, 0.95)]
+    front = pareto_front(history)
+    assert [item.prompt for item in front] == ["a", "d", "b", "e"], "c is beaten by d on both"
+    assert choose_on_front(front, 0.55).prompt == "d", "the most meaningful with enough likeness"
+    assert choose_on_front(front, 0.0).prompt == "a" and choose_on_front(front, 0.99) is None
+    assert pareto_front([ScoredPrompt("x", {"total": 1.0})]) == [], "no likeness, no front"
+
+
+class MeaningEvaluator(SyntheticEvaluator):
+    """The synthetic world with the search's own term names: alignment is `clip_t`."""
+
+    score_names = ["clip_t", "likeness"]
+
+    def scores(self, prompt, seed):
+        row = super().scores(prompt, seed)
+        return {"clip_t": row.pop("alignment"), **row}
+
+
+def test_the_persons_choice_on_the_front_is_the_heldout_headline(tmp_path):
+    intent = make_intent()
+    evaluator = MeaningEvaluator(intent)
+    prompts = {"start": intent.start_prompt,
+               "wide": f"{intent.start_prompt}, golden hour lighting, oil painting, neon glow",  # meaning 2/3, likeness 0.75
+               "me": f"{intent.start_prompt}, serene"}  # meaning 1/3, likeness 1
+    history = [ScoredPrompt(prompt, evaluator.scores(prompt, 0), round=int(name != "start"))
+               for name, prompt in prompts.items()]
+    search = IntentSearch(intent, history, round_summaries(history))
+    result = SearchResult([search], tmp_path / "candidates.csv")
+    assert search.best()[0].prompt == prompts["wide"], "the total prefers the wide shot"
+    wanted = 1.0  # "I want to look fully like me"
+    checks = heldout_for_search(evaluator, result, heldout_seeds(0, 4, [0]), finalists=3, min_likeness=wanted)
+    assert checks[0].search_pick.prompt == prompts["me"] and "you:" in checks[0].headline_source
+    assert [entry.prompt for entry in checks[0].finalists] == [prompts["me"], prompts["wide"]]
+    assert checks[0].search_pick.uplift.mean == pytest.approx(1 / 3 / 2), "measured on held-out seeds as always"
+    plain = heldout_for_search(evaluator, result, heldout_seeds(0, 4, [0]), finalists=3)
+    assert plain[0].search_pick.prompt == prompts["wide"] and "the search" in plain[0].headline_source
+    unreachable = heldout_for_search(evaluator, result, heldout_seeds(0, 4, [0]), min_likeness=1.5)
+    assert unreachable[0].search_pick.prompt == prompts["wide"] and "no prompt tried" in unreachable[0].headline_source
+    figure = pareto_figure(result.intents, min_likeness=wanted)
+    assert len(figure.axes) == 1
+    import matplotlib.pyplot as plt
+    plt.close(figure)

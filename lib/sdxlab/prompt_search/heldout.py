@@ -158,9 +158,10 @@ class HeldoutResult:
     seeds: list[int]
     start: HeldoutEntry
     finalists: list[HeldoutEntry]  # in the search's own order: the search's pick first
-    search_pick: HeldoutEntry  # the finalist the search itself ranked first (the unbiased headline)
+    search_pick: HeldoutEntry  # the first finalist, fixed before any held-out seed: the unbiased headline
     heldout_choice: HeldoutChoice | None = None  # None with fewer than 2 finalists or 4 held-out seeds
     rows: list[dict] = field(default_factory=list, repr=False)
+    headline_source: str = "the search: its highest total on the search seeds"
 
 
 def heldout_check(
@@ -212,12 +213,28 @@ def split_choice(start: HeldoutEntry, finalists: Sequence[HeldoutEntry], seeds: 
 
 
 def heldout_for_search(evaluator: Evaluator, result: SearchResult, seeds: Sequence[int], *,
-                       finalists: int = 3) -> list[HeldoutResult]:
-    """The held-out check for every intent of a search: its best `finalists` prompts against the start."""
+                       finalists: int = 3, min_likeness: float | None = None) -> list[HeldoutResult]:
+    """The held-out check for every intent of a search: its best `finalists` prompts against the start.
+
+    With `min_likeness`, the headline is the person's choice on the likeness x meaning front (the most
+    meaningful prompt whose likeness is at least that), followed by the search's best by total."""
     from tqdm.auto import tqdm
+
+    from sdxlab.prompt_search.pareto import choose_on_front, pareto_front
 
     checks = []
     for search in tqdm(result.intents, desc="held-out check", disable=len(result.intents) <= 1):
-        best = [item for item in search.best(finalists + 1) if item.prompt != search.start.prompt][:finalists]
-        checks.append(heldout_check(evaluator, search.intent, best, search.start, seeds))
+        best = [item for item in search.best(len(search.history)) if item.prompt != search.start.prompt]
+        source = HeldoutResult.headline_source
+        if min_likeness is not None:
+            chosen = choose_on_front(pareto_front(search.history), min_likeness)
+            if chosen is not None and chosen.prompt != search.start.prompt:
+                best = [chosen] + [item for item in best if item.prompt != chosen.prompt]
+                source = f"you: the most meaningful prompt on the front with likeness >= {min_likeness:g}"
+            else:
+                source += (f" (no prompt tried other than your start reaches likeness {min_likeness:g} on the "
+                           "likeness x meaning front)")
+        check = heldout_check(evaluator, search.intent, best[:finalists], search.start, seeds)
+        check.headline_source = source
+        checks.append(check)
     return checks

@@ -54,7 +54,7 @@ def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str 
         for entry in [result.start, *result.finalists]:
             per_seed = {int(row_seed): row for row_seed, row in zip(result.seeds, entry.per_seed, strict=True)}
             label = ("YOUR START" if entry is result.start else
-                     "SEARCH PICK" if entry is result.search_pick else f"search #{entry.search_rank}")
+                     "HEADLINE" if entry is result.search_pick else f"finalist #{entry.search_rank}")
             for column, seed in enumerate(result.seeds[:columns]):
                 images.append(image_for(entry.prompt, seed))
                 score = f"seed {seed}: {per_seed[seed][TOTAL]:.3f}"
@@ -80,8 +80,10 @@ def heldout_rows(heldouts: Sequence[HeldoutResult]) -> list[dict]:
 
 
 NUMBER_MEANINGS = {
-    "headline": "the search's own pick (its best prompt on the search seeds, chosen before any held-out seed "
-                "was rendered) against your starting prompt on the held-out seeds: the honest answer",
+    "headline": "the search's own pick (its best prompt on the search seeds) or your choice on the likeness x "
+                "meaning front (search_min_likeness), fixed before any held-out seed was rendered, against your "
+                "starting prompt on the held-out seeds: the honest answer",
+    "search_rank": "position in the list of finalists fixed before the held-out seeds (1: the headline)",
     "uplift.mean": "mean over held-out seeds of (finalist total - your start's total), same seed, same noise",
     "uplift.ci_low/ci_high": "Student-t 95% interval of that mean; its coverage is checked by simulation",
     "uplift.p": "exact paired permutation test (sign flips), two-sided: how often a mean this far from 0 "
@@ -112,6 +114,7 @@ def best_prompts_summary(result: SearchResult, heldouts: Sequence[HeldoutResult]
             "intent": search.intent.text,
             # the search's own first choice: its uplift is the unbiased one (chosen without seeing held-out seeds)
             "headline": _entry(heldout.search_pick),
+            "headline_chosen_by": heldout.headline_source,
             "start": {"prompt": heldout.start.prompt, "search": heldout.start.search_scores,
                       "heldout": heldout.start.heldout_scores},
             "finalists": [_entry(entry) for entry in heldout.finalists],
@@ -155,14 +158,15 @@ def paste_ready(summary: dict[str, Any]) -> str:
         lines = [f"# {item['intent']}", f"# your start ({item['start']['heldout'][TOTAL]:.3f} held-out): {item['start_prompt']}"]
         headline = item["headline"]
         if headline["uplift"] is not None:
-            lines.append(f"# HEADLINE, the search's pick (chosen before the held-out seeds): {_uplift_text(headline['uplift'])}")
+            chooser = item.get("headline_chosen_by", "the search")
+            lines.append(f"# HEADLINE, chosen by {chooser} before the held-out seeds: {_uplift_text(headline['uplift'])}")
             lines.append(headline["prompt"])
         for finalist in item["finalists"][1:]:
-            lines.append(f"# search #{finalist['search_rank']}: {_uplift_text(finalist['uplift'])}")
+            lines.append(f"# finalist #{finalist['search_rank']}: {_uplift_text(finalist['uplift'])}")
             lines.append(finalist["prompt"])
         choice = item.get("heldout_choice")
         if choice is not None:
-            lines.append(f"# best on held-out seeds {choice['selection_seeds']} was search #{choice['search_rank']}; "
+            lines.append(f"# best on held-out seeds {choice['selection_seeds']} was finalist #{choice['search_rank']}; "
                          f"on the other seeds {choice['report_seeds']}: {_uplift_text(choice['uplift'])}")
         blocks.append("\n".join(lines))
     note = summary.get("note")
