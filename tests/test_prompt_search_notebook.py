@@ -116,3 +116,16 @@ def test_endpoint_key_never_lands_in_the_run_folder(demo_run, tmp_path, monkeypa
         if path.is_file() and path.suffix in {".ipynb", ".csv", ".json", ".txt", ".log", ".md"}:
             assert SECRET not in path.read_text(errors="replace"), path
     assert SECRET not in "\n".join(map(str, logs))
+
+
+def test_every_parameter_of_05_is_declared_to_the_runner(project):
+    """The runner accepts only what papermill finds in the parameters cell: a comment papermill cannot parse
+    (an "=" in it) silently hides that parameter from `-p` and the profiles."""
+    import ast
+
+    from sdxlab.run import declared_parameters
+
+    notebook = project / "notebooks" / "05_prompt_search.ipynb"
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [node.targets[0].id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)]
+    assert set(declared_parameters(notebook)) == set(assigned)
