@@ -159,7 +159,7 @@ def paste_ready(summary: dict[str, Any]) -> str:
         headline = item["headline"]
         if headline["uplift"] is not None:
             chooser = item.get("headline_chosen_by", "the search")
-            lines.append(f"# HEADLINE, chosen by {chooser} before the held-out seeds: {_uplift_text(headline['uplift'])}")
+            lines.append(f"# HEADLINE (fixed before the held-out seeds; chosen by {chooser}): {_uplift_text(headline['uplift'])}")
             lines.append(headline["prompt"])
         for finalist in item["finalists"][1:]:
             lines.append(f"# finalist #{finalist['search_rank']}: {_uplift_text(finalist['uplift'])}")
