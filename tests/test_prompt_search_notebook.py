@@ -25,10 +25,13 @@ def search_folder(demo_run):
 def test_candidates_csv_has_every_prompt_tried_with_its_sub_scores(search_folder):
     frame = pd.read_csv(search_folder / "candidates.csv")
     summary = json.loads((search_folder / "best_prompts.json").read_text())
-    score_columns = list(summary["weights"])
+    score_columns = list(summary["objective"]["columns"])
     assert list(frame.columns) == ["intent", "round", "proposer", "prompt", "seed", *score_columns, "total",
                                    "settings", "image"]
-    assert "clip_t" in score_columns
+    assert {"clip_t", "copy"} <= set(score_columns), "meaning and the copy penalty are kept per picture"
+    weights = summary["objective"]["weights"]
+    expected = sum(weight * frame[name] for name, weight in weights.items())
+    assert frame["total"].to_numpy() == pytest.approx(expected.to_numpy()), summary["objective"]["formula"]
     # demo profile: 1 intent, round 0 (the start) + 3 rounds x 4 candidates, each on 2 search seeds
     assert frame.groupby("round")["prompt"].nunique().tolist() == [1, 4, 4, 4]
     assert set(frame["seed"]) == set(summary["search_seeds"]) and len(summary["search_seeds"]) == 2
@@ -41,21 +44,38 @@ def test_candidates_csv_has_every_prompt_tried_with_its_sub_scores(search_folder
 def test_best_prompts_json_reports_heldout_uplift_consistently(search_folder):
     summary = json.loads((search_folder / "best_prompts.json").read_text())
     heldout = pd.read_csv(search_folder / "heldout.csv")
+    assert list(summary)[0] == "what_the_numbers_mean" and "headline" in summary["what_the_numbers_mean"]
     assert summary["random_weights"] is True and "meaningless" in summary["note"]
     assert not set(summary["heldout_seeds"]) & set(summary["search_seeds"])
+    assert len(summary["heldout_seeds"]) >= 6, "a paired test can reach p < 0.05"
     intent = summary["intents"][0]
-    assert 1 <= len(intent["best"]) <= 3
-    totals = [item["heldout"]["total"] for item in intent["best"]]
-    assert totals == sorted(totals, reverse=True), "the leaderboard ranks on held-out scores"
+    assert list(intent)[:2] == ["intent", "headline"], "the unbiased headline comes first"
+    assert 1 <= len(intent["finalists"]) <= 3
+    assert intent["headline"] == intent["finalists"][0] and intent["headline"]["search_rank"] == 1
+    search_totals = [item["search"]["total"] for item in intent["finalists"]]
+    assert search_totals == sorted(search_totals, reverse=True), "finalists keep the search's own order"
     start = heldout[heldout["role"] == "start"].set_index("seed")["total"]
     assert intent["start"]["heldout"]["total"] == pytest.approx(start.mean())
-    for item in intent["best"]:
+    for item in intent["finalists"]:
         rows = heldout[heldout["prompt"] == item["prompt"]].set_index("seed")["total"]
         assert sorted(rows.index) == sorted(summary["heldout_seeds"])
         assert item["uplift"]["mean"] == pytest.approx((rows - start).mean())
         assert item["uplift"]["ci_low"] <= item["uplift"]["mean"] <= item["uplift"]["ci_high"]
+        assert 0 < item["uplift"]["p"] <= item["uplift"]["p_holm"] <= 1
     candidates = pd.read_csv(search_folder / "candidates.csv")
-    assert {item["prompt"] for item in intent["best"]} <= set(candidates["prompt"])
+    assert {item["prompt"] for item in intent["finalists"]} <= set(candidates["prompt"])
+
+
+def test_likeness_uses_the_calibration_04_stored(demo_run, search_folder):
+    summary = json.loads((search_folder / "best_prompts.json").read_text())
+    metrics = json.loads((demo_run.metrics / "summary.json").read_text())
+    scale = summary["objective"].get("likeness_scale")
+    if metrics["calibration"]["floor"] is None or metrics["calibration"]["floor"]["mean"] is None:
+        assert scale is None and any("Likeness is left out" in note for note in summary["objective"]["notes"])
+    else:
+        assert scale["floor"] == pytest.approx(metrics["calibration"]["floor"]["mean"])
+        assert scale["ceiling"] == pytest.approx(metrics["calibration"]["ceiling"]["mean"])
+        assert "04_evaluate" in scale["source"]
 
 
 def test_notebook_shows_plots_and_ends_with_prompts_to_paste(demo_run, search_folder):
@@ -65,7 +85,8 @@ def test_notebook_shows_plots_and_ends_with_prompts_to_paste(demo_run, search_fo
     paste_cell = next(cell for cell in notebook.cells if cell.cell_type == "code" and "paste_ready" in cell.source)
     pasted = "".join(output.get("text", "") for output in paste_cell.outputs)
     summary = json.loads((search_folder / "best_prompts.json").read_text())
-    assert all(item["prompt"] in pasted for item in summary["intents"][0]["best"])
+    assert all(item["prompt"] in pasted for item in summary["intents"][0]["finalists"])
+    assert pasted.index("HEADLINE") < pasted.index(summary["intents"][0]["headline"]["prompt"])
     assert "meaningless" in pasted
     images = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
               if "image/png" in output.get("data", {})]
@@ -81,11 +102,15 @@ def test_recorded_results_match_best_prompts_json(demo_run, search_folder):
     assert recorded["prompts_tried"] == intent["prompts_tried"] == pd.read_csv(search_folder / "candidates.csv")["prompt"].nunique()
     assert recorded["start_prompt"] == intent["start_prompt"]
     assert recorded["start_heldout_total"] == pytest.approx(heldout.loc[heldout["role"] == "start", "total"].mean())
-    assert recorded["best_prompt"] == intent["best"][0]["prompt"]
-    assert recorded["best_heldout_total"] == pytest.approx(intent["best"][0]["heldout"]["total"])
-    assert recorded["best_uplift"] == pytest.approx(intent["best"][0]["uplift"])
-    assert recorded["best_uplift"]["ci_low"] <= recorded["best_uplift"]["mean"] <= recorded["best_uplift"]["ci_high"]
-    assert recorded["search_pick"] == intent["search_pick"]["prompt"]
+    assert recorded["headline_prompt"] == intent["headline"]["prompt"] == intent["finalists"][0]["prompt"]
+    assert recorded["headline_chosen_by"] == intent["headline_chosen_by"]
+    assert recorded["headline_heldout_total"] == pytest.approx(intent["headline"]["heldout"]["total"])
+    assert recorded["headline_uplift"] == pytest.approx(intent["headline"]["uplift"])
+    uplift = recorded["headline_uplift"]
+    assert uplift["ci_low"] <= uplift["mean"] <= uplift["ci_high"] and uplift["seeds"] == len(intent["heldout_seeds"])
+    assert 0 < uplift["p"] <= uplift["p_holm"] <= 1
+    assert recorded["finalists"] == [item["prompt"] for item in intent["finalists"]]
+    assert recorded["heldout_choice_uplift"] == pytest.approx((intent["heldout_choice"] or {}).get("uplift"))
     assert recorded["random_weights"] is True
 
 
@@ -113,3 +138,16 @@ def test_endpoint_key_never_lands_in_the_run_folder(demo_run, tmp_path, monkeypa
         if path.is_file() and path.suffix in {".ipynb", ".csv", ".json", ".txt", ".log", ".md"}:
             assert SECRET not in path.read_text(errors="replace"), path
     assert SECRET not in "\n".join(map(str, logs))
+
+
+def test_every_parameter_of_05_is_declared_to_the_runner(project):
+    """The runner accepts only what papermill finds in the parameters cell: a comment papermill cannot parse
+    (an "=" in it) silently hides that parameter from `-p` and the profiles."""
+    import ast
+
+    from sdxlab.run import declared_parameters
+
+    notebook = project / "notebooks" / "05_prompt_search.ipynb"
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [node.targets[0].id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)]
+    assert set(declared_parameters(notebook)) == set(assigned)

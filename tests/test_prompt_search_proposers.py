@@ -187,3 +187,117 @@ def test_a_key_pasted_where_its_variable_name_belongs_is_refused_without_echo():
     assert SECRET not in str(refused.value)
     with pytest.raises(ProposerError, match="http://"):
         EndpointProposer("127.0.0.1:8000/v1", "m")
+
+
+# --- secrets and hostile endpoints (issue 11) ---------------------------------------------------------------
+
+
+def key_fragments(key: str, size: int = 8) -> list[str]:
+    return [key[start : start + size] for start in range(len(key) - size + 1)]
+
+
+def test_an_error_body_echoing_the_key_leaks_no_part_of_it(monkeypatch, caplog):
+    """The key starts near character 200 of the body: shortening before redacting would log its first half."""
+    monkeypatch.setenv("SDXLAB_TEST_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    with FakeOpenAIServer(script=["401-long"]) as server:
+        proposer = EndpointProposer(server.base_url, "m", api_key_env="SDXLAB_TEST_KEY", retries=0)
+        assert proposer.propose(a_context(), 2) == []
+    assert "HTTP 401" in caplog.text and "bad key" in caplog.text
+    assert not [fragment for fragment in key_fragments(SECRET) if fragment in caplog.text]
+
+
+def test_a_redirect_to_another_origin_does_not_carry_the_key(monkeypatch):
+    monkeypatch.setenv("SDXLAB_TEST_KEY", SECRET)
+    with FakeOpenAIServer() as elsewhere:
+        with FakeOpenAIServer(script=["redirect"], redirect_to=elsewhere.base_url + "/chat/completions") as server:
+            proposer = EndpointProposer(server.base_url, "m", api_key_env="SDXLAB_TEST_KEY", retries=0)
+            proposer.propose(a_context(), 2)
+        assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+        assert elsewhere.requests, "the redirect was followed"
+        assert "Authorization" not in elsewhere.requests[0]["headers"]
+        assert SECRET not in str(elsewhere.requests)
+    with FakeOpenAIServer(script=["redirect"]) as same:  # the same origin may keep it
+        same.redirect_to = same.base_url + "/chat/completions"
+        EndpointProposer(same.base_url, "m", api_key_env="SDXLAB_TEST_KEY", retries=0).propose(a_context(), 2)
+    assert same.requests[1]["headers"]["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_a_dripping_server_cannot_hold_the_search_past_the_timeout(caplog):
+    """One byte every 0.4 s: each read is quick, but the whole answer would take minutes."""
+    import time
+
+    with FakeOpenAIServer(script=["drip"], drip_s=0.4) as server:
+        proposer = EndpointProposer(server.base_url, "m", api_key_env=None, timeout_s=1.0, retries=0)
+        started = time.monotonic()
+        assert proposer.propose(a_context(), 2) == []
+        waited = time.monotonic() - started
+    assert waited < 3.0, f"blocked {waited:.1f} s with a 1 s timeout"
+    assert "no complete answer within 1 s" in caplog.text
+
+
+@pytest.mark.parametrize("behaviour", ["huge", "huge-stream"])
+def test_an_answer_over_the_size_cap_is_refused_with_a_clear_error(caplog, behaviour):
+    with FakeOpenAIServer(script=[behaviour]) as server:
+        proposer = EndpointProposer(server.base_url, "m", api_key_env=None, retries=2, backoff_s=0.01)
+        assert proposer.propose(a_context(), 2) == []
+    assert len(server.requests) == 1, "not retried: the URL points at something that is not a chat API"
+    assert "1,000,000-byte limit" in caplog.text and "search_endpoint_url" in caplog.text
+
+
+def test_a_key_echoed_in_proposals_never_lands_in_the_output_files(monkeypatch, tmp_path):
+    from sdxlab.prompt_search import report
+    from sdxlab.prompt_search.heldout import heldout_for_search
+
+    monkeypatch.setenv("SDXLAB_TEST_KEY", SECRET)
+    intent = make_intent()
+    evaluator = SyntheticEvaluator(intent)
+    with FakeOpenAIServer(script=["echo"] * 4) as server:
+        proposer = EndpointProposer(server.base_url, "m", api_key_env="SDXLAB_TEST_KEY", retries=0)
+        result = run_search(evaluator, [intent], [proposer], SearchSettings(rounds=3, candidates_per_round=3,
+                            seeds=[0]), tmp_path, progress=False)
+    assert "endpoint" in set(pd.read_csv(tmp_path / "candidates.csv")["proposer"]), "the other lines were used"
+    checks = heldout_for_search(evaluator, result, [100_000, 100_001], finalists=3)
+    report.write_outputs(tmp_path, report.best_prompts_summary(result, checks), checks)
+    for name in ("candidates.csv", "best_prompts.json", "heldout.csv"):
+        text = (tmp_path / name).read_text()
+        assert not [fragment for fragment in key_fragments(SECRET, 12) if fragment in text], name
+
+
+def test_local_lm_refuses_pickle_weights_unless_allowed(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    folder = build_tiny_causal_lm(tmp_path / "pickled")
+    weights = folder / "model.safetensors"
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(ProposerError, match="pickle") as refused:
+        LocalLMProposer(str(folder), device="cpu").load()
+    assert "search_lm_allow_pickle" in str(refused.value)
+    allowed = LocalLMProposer(str(folder), device="cpu", allow_pickle=True)
+    allowed.load()
+    assert allowed._model is not None
+
+
+def test_endpoint_gets_opt2i_feedback_best_and_worst_with_sub_scores_and_the_weakest_part(monkeypatch):
+    intent = make_intent()
+    history = [
+        ScoredPrompt(intent.start_prompt, {"clip_t": 0.21, "likeness": 0.80, "total": 0.25}),
+        ScoredPrompt(f"{intent.start_prompt}, oil painting, serene", {"clip_t": 0.31, "likeness": 0.20, "total": 0.32}),
+        ScoredPrompt(f"{intent.start_prompt}, neon glow", {"clip_t": 0.19, "likeness": 0.60, "total": 0.22}),
+        ScoredPrompt(f"{intent.start_prompt}, golden hour lighting", {"clip_t": 0.26, "likeness": 0.70, "total": 0.295}),
+    ]
+    context = ProposalContext(intent=intent, history=history, round_index=2, rng=random.Random(0), top_k=2,
+                              score_names=["clip_t", "likeness"], weights={"clip_t": 1.0, "likeness": 0.05})
+    with FakeOpenAIServer() as server:
+        EndpointProposer(server.base_url, "m", api_key_env=None).propose(context, 3)
+    user = server.requests[0]["body"]["messages"][1]["content"]
+    assert "What the person asks for: person as an astronaut on Mars" in user
+    best, worst = user.split("Best prompts so far:")[1].split("Worst prompts so far")
+    assert "[total 0.320, clip_t 0.310, likeness 0.200] sks person as an astronaut on Mars, oil painting, serene" in best
+    assert "golden hour lighting" in best and "neon glow" not in best
+    assert "[total 0.220, clip_t 0.190, likeness 0.600] sks person as an astronaut on Mars, neon glow" in worst
+    assert "total = 1 x clip_t + 0.05 x likeness" in user and "likeness: 0 = looks like a stranger" in user
+    # the best prompt lags in likeness (0.2 vs 0.8 reached: 0.05 x 0.6 = 0.03 of total, more than clip_t's 0)
+    assert "The weakest part of the best prompt is likeness (0.200, while another prompt reached 0.800). Fix it:" in user

@@ -1,11 +1,11 @@
 """Prompt search: let the machine do the prompt engineering, scored on meaning and likeness.
 
-- `objective`: what a picture is worth (weighted scorers from `sdxlab.evaluate`, alignment with the intent).
+- `objective`: what a picture is worth: named terms (meaning, calibrated likeness, face found, copy) and weights.
 - `vocabulary`, `proposers`, `language_models`: where new prompts come from (offline vocabulary, local LM,
   OpenAI-compatible endpoint), behind one interface.
 - `evaluation`: prompt + seed -> cached picture -> scores.
 - `search`: the loop (rounds, top-k, fixed seeds, budgets, resume from candidates.csv).
-- `heldout`: the check on seeds the search never saw, with a bootstrap interval.
+- `heldout`: the check on seeds the search never saw: paired t-interval, permutation test, Holm.
 - `report`: leaderboard plot, held-out grid, best_prompts.json, prompts ready to paste.
 """
 

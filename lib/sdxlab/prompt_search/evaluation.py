@@ -154,12 +154,14 @@ def evaluator_for_run(
     **generation: Any,
 ) -> ImageEvaluator:
     """Everything the search needs for one run: the run's model and LoRA (`Sampler.from_run`), the objective
-    on the run's training photos, and the picture cache in `prompt_search/cache/`."""
+    on the run's training photos (likeness calibrated with 04's `metrics/summary.json`), and the picture cache
+    in `prompt_search/cache/`."""
     from sdxlab.prompt_search.objective import build_objective
     from sdxlab.sample import Sampler
 
     sampler = Sampler.from_run(layout, model=model, device=device)
-    objective = build_objective(weights, dataset_dir=layout.dataset, clip_model=clip_model, device=device,
+    objective = build_objective(weights, dataset_dir=layout.dataset, metrics_dir=layout.metrics,
+                                clip_model=clip_model, device=device,
                                 subject_token=sampler.subject_token, class_word=sampler.class_word)
     generator = SamplerGenerator(sampler, width=resolution, height=resolution, **generation)
     return ImageEvaluator(generator, objective, ImageCache(layout.prompt_search / "cache"))

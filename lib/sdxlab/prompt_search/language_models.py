@@ -5,18 +5,24 @@ Both return raw lines; the search loop cleans them (`proposers.clean_proposal`) 
 so a model that rambles, refuses or returns garbage costs a few candidates, never the run.
 
 The endpoint's API key is read from an environment variable whose *name* is the parameter. The key itself is
-never a parameter (papermill writes parameters into every executed notebook), never logged and never
-written anywhere.
+never a parameter (papermill writes parameters into every executed notebook), never logged (error bodies are
+redacted before they are shortened), never sent to another host (a redirect to another origin drops the
+`Authorization` header), and never written anywhere (a proposal that echoes it is dropped). An answer must
+arrive whole within the timeout and under `MAX_ANSWER_BYTES`.
+
+The local model is loaded from `.safetensors` weights only, unless the person allows pickle (`.bin`) files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -31,6 +37,9 @@ from sdxlab.prompt_search.proposers import (
 log = logging.getLogger("sdxlab.prompt_search")
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ANSWER_BYTES = 1_000_000  # a chat answer with a few prompts is a few kB; anything near 1 MB is not one
+ERROR_BODY_CHARS = 200  # how much of an error body the log shows (after the key is redacted)
+KEY_FRAGMENT = 12  # an echoed run of this many characters of the key counts as the key
 
 
 class LocalLMProposer:
@@ -41,8 +50,9 @@ class LocalLMProposer:
     name = "local_lm"
 
     def __init__(self, model: str, *, device: str = "auto", max_new_tokens: int = 96, temperature: float = 0.9,
-                 top_p: float = 0.95) -> None:
+                 top_p: float = 0.95, allow_pickle: bool = False) -> None:
         self.model_name = str(model)
+        self.allow_pickle = bool(allow_pickle)  # load .bin (pickle) weights too: only for files you trust
         self.device = device
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -61,14 +71,23 @@ class LocalLMProposer:
         placement = choose_placement(self.device)
         local = Path(self.model_name).expanduser()
         source = str(local) if local.exists() else self.model_name
+        if local.is_dir() and not self.allow_pickle and not list(local.glob("*.safetensors")) \
+                and (list(local.glob("*.bin")) or list(local.glob("*.pt")) or list(local.glob("*.pth"))):
+            raise ProposerError(
+                f"The language model folder {local} holds only pickle weights (.bin), which can run code when "
+                "loaded; sdxlab loads only .safetensors. Convert it (save_pretrained writes safetensors), or set "
+                "search_lm_allow_pickle=True if you trust where the files came from."
+            )
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
-            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=placement.dtype, local_files_only=local.exists())
+            self._model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=placement.dtype, local_files_only=local.exists(),
+                use_safetensors=None if self.allow_pickle else True)
         except Exception as error:  # hub errors, missing files, unknown architectures
             raise ProposerError(
                 f"Could not load the language model '{self.model_name}' ({type(error).__name__}: "
                 f"{str(error).splitlines()[0][:160] if str(error) else 'no details'}); pass a hub id you can "
-                "download or a local folder with config.json, the weights and the tokenizer."
+                "download or a local folder with config.json, .safetensors weights and the tokenizer."
             ) from error
         self._model.to(placement.device).eval()
 
@@ -155,7 +174,16 @@ class EndpointProposer:
         body = {"model": self.model, "messages": revision_messages(context, count), "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "seed": context.rng.randrange(2**31)}
         answer = self.chat(body)
-        return proposal_lines(answer) if answer else []
+        lines = proposal_lines(answer) if answer else []
+        key = self._key()
+        kept = [line for line in lines if not contains_key(line, key)]
+        if len(kept) < len(lines):  # a server that echoes the key must not get it into candidates.csv
+            log.warning("Endpoint %s: %d proposal(s) contained the API key and were dropped.", self.url,
+                        len(lines) - len(kept))
+        return kept
+
+    def _key(self) -> str:
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def chat(self, body: dict) -> str | None:
         """The assistant's text, or None once every retry failed (the reason is logged, without the key)."""
@@ -176,15 +204,17 @@ class EndpointProposer:
 
     def _post(self, body: dict) -> str:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        key = self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        deadline = time.monotonic() + self.timeout_s  # for the whole answer, not for each read
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                raw = response.read()
+            with _OPENER.open(request, timeout=self.timeout_s) as response:
+                raw = _read_whole(response, deadline, self.timeout_s)
         except urllib.error.HTTPError as error:
-            detail = _redact(error.read()[:200].decode("utf-8", "replace"), key)
+            # redact first, then shorten: cutting first could leave a piece of the key that no longer matches
+            detail = _redact(_read_some(error).decode("utf-8", "replace"), key)[:ERROR_BODY_CHARS]
             if error.code in (408, 409, 429) or error.code >= 500:
                 raise _Transient(f"HTTP {error.code}: {detail}") from None
             hint = f" (check the key in ${self.api_key_env})" if error.code in (401, 403) and self.api_key_env else ""
@@ -195,7 +225,7 @@ class EndpointProposer:
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise _Transient(f"malformed answer: {_redact(raw[:120].decode('utf-8', 'replace'), key)!r}") from None
+            raise _Transient(f"malformed answer: {_redact(raw.decode('utf-8', 'replace'), key)[:120]!r}") from None
         if not isinstance(content, str):
             raise _Transient("malformed answer: the message content is not text")
         return content
@@ -209,5 +239,82 @@ class _Permanent(Exception):
     """Retrying cannot help: wrong URL, wrong model name, refused key."""
 
 
+class _Oversized(_Permanent):
+    """The answer is far larger than any chat answer: the URL points at something else."""
+
+
+def _read_whole(response, deadline: float, timeout_s: float) -> bytes:
+    """The whole body, or `_Transient` once the deadline passes (a server dripping bytes cannot hold the
+    search), or `_Permanent` once it exceeds `MAX_ANSWER_BYTES`."""
+    length = response.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise _Oversized(f"the answer would be {int(length):,} bytes, over the {MAX_ANSWER_BYTES:,}-byte limit for a "
+                         "chat answer; check that search_endpoint_url is an OpenAI-compatible API root")
+    chunks, size = [], 0
+    late = f"no complete answer within {timeout_s:g} s (search_endpoint_timeout_s)"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Transient(late)
+        _set_socket_timeout(response, remaining)
+        try:
+            chunk = response.read1(65536)
+        except TimeoutError:
+            raise _Transient(late) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _Oversized(f"the answer exceeded the {MAX_ANSWER_BYTES:,}-byte limit for a chat answer; check that "
+                             "search_endpoint_url is an OpenAI-compatible API root")
+        chunks.append(chunk)
+
+
+def _set_socket_timeout(response, seconds: float) -> None:
+    """Each socket read waits at most until the deadline (best effort: the socket is an implementation detail)."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(max(seconds, 0.01))
+
+
+def _read_some(error: urllib.error.HTTPError, limit: int = 65536) -> bytes:
+    try:
+        return error.read(limit) or b""
+    except (OSError, ValueError):
+        return b""
+
+
+class _SameOriginAuthorization(urllib.request.HTTPRedirectHandler):
+    """Follow redirects as urllib does, but never carry the `Authorization` header to another origin."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
+_OPENER = urllib.request.build_opener(_SameOriginAuthorization)
+
+
 def _redact(text: str, key: str) -> str:
-    return text.replace(key, "***") if key else text
+    """The text with the key, and any run of `KEY_FRAGMENT` characters of it, replaced by ***."""
+    if not key:
+        return text
+    text = text.replace(key, "***")
+    if len(key) > KEY_FRAGMENT:
+        for start in range(len(key) - KEY_FRAGMENT + 1):
+            text = text.replace(key[start : start + KEY_FRAGMENT], "***")
+    return text
+
+
+def contains_key(text: str, key: str) -> bool:
+    """Whether the text holds the key or a run of `KEY_FRAGMENT` of its characters."""
+    return bool(key) and _redact(text, key) != text

@@ -57,7 +57,7 @@ class ProposalContext:
     rng: random.Random
     top_k: int = 4
     score_names: list[str] = field(default_factory=list)
-    weighted_syntax: bool = False  # whether the generator understands "(part:1.2)"
+    weights: dict[str, float] = field(default_factory=dict)  # each term's weight in the total (empty: unknown)
 
     def best(self, count: int | None = None) -> list[ScoredPrompt]:
         """The best prompts so far, best first (ties broken by the earlier round)."""
@@ -92,12 +92,13 @@ def proposal_lines(text: str) -> list[str]:
     return [line for line in text.replace("```", "\n").splitlines() if line.strip()]
 
 
-def clean_proposal(text: str, intent: Intent, *, weighted_syntax: bool = False, token_limit: int = CLIP_TOKEN_LIMIT) -> str | None:
+def clean_proposal(text: str, intent: Intent, *, token_limit: int = CLIP_TOKEN_LIMIT) -> str | None:
     """A usable prompt made from a proposer's text, or None when the text is malformed.
 
     Numbering, bullets and quotes are stripped; the subject token is kept (put back in front when a model
     dropped it); the prompt is cut at part boundaries to CLIP's 77-token window (the text encoders ignore
-    the rest anyway); weight syntax is removed when the generator would read it as literal text.
+    the rest anyway); A1111 weight syntax "(part:1.2)" is removed, because the sampler (diffusers) reads it as
+    literal text, not as a weight.
     """
     text = "".join(character for character in str(text) if character.isprintable() and character != "\ufffd")
     text = NUMBERING.sub("", text.strip())
@@ -110,20 +111,18 @@ def clean_proposal(text: str, intent: Intent, *, weighted_syntax: bool = False, 
         return None  # symbols, numbers or a word or two: not a prompt
     if text.count("(") != text.count(")"):
         text = text.replace("(", "").replace(")", "")
-    parts = split_parts(text)
-    if not weighted_syntax:
-        parts = [Part(part.text) for part in parts]
-    text = subject_prompt(join_parts(parts, weighted_syntax), intent.subject_token, intent.class_word)
-    text = fit_token_limit(text, weighted_syntax, token_limit)
+    parts = [Part(part.text) for part in split_parts(text)]
+    text = subject_prompt(join_parts(parts), intent.subject_token, intent.class_word)
+    text = fit_token_limit(text, token_limit)
     return text if text and has_subject(text, intent.subject_token) else None
 
 
-def fit_token_limit(prompt: str, weighted_syntax: bool, token_limit: int = CLIP_TOKEN_LIMIT) -> str:
+def fit_token_limit(prompt: str, token_limit: int = CLIP_TOKEN_LIMIT) -> str:
     """Drop trailing parts (then trailing words) until the prompt fits CLIP's window."""
     parts = split_parts(prompt)
-    while len(parts) > 1 and clip_token_count(join_parts(parts, weighted_syntax)) > token_limit:
+    while len(parts) > 1 and clip_token_count(join_parts(parts)) > token_limit:
         parts.pop()
-    text = join_parts(parts, weighted_syntax)
+    text = join_parts(parts)
     words = text.split()
     while len(words) > 1 and clip_token_count(" ".join(words)) > token_limit:
         words.pop()
@@ -148,24 +147,28 @@ def clip_token_count(text: str) -> int:
 
 # --- the offline vocabulary proposer -------------------------------------------------------------------------
 
-MUTATIONS = {"add": 0.35, "swap": 0.25, "drop": 0.15, "reorder": 0.1, "reweight": 0.15}
-WEIGHTS = (0.8, 0.9, 1.1, 1.2, 1.3)
+# No "reweight" mutation: diffusers reads "(part:1.2)" as literal text and the sampler has no prompt-weight
+# support (compel would have to be wired into the sampler and recorded in every PNG), so a weight would only
+# add brackets and digits to the prompt.
+MUTATIONS = {"add": 0.4, "swap": 0.3, "drop": 0.18, "reorder": 0.12}
 
 
 class VocabularyProposer:
     """Evolves the best prompts so far with a vocabulary of prompt parts; needs no model and no network.
 
-    Each new prompt is either a crossover of two good prompts (for every kind of part, take one parent's
-    choice) or a mutation of one: add a part, drop one, swap one for another of its kind, move one, or
-    change its weight. The person's own words (the intent) are never dropped, and the part naming the
+    Each new prompt is either a fresh one (the person's own words plus 2-4 random parts of different kinds:
+    `bench/bench_prompt_search.py` shows that one-part edits alone climb too slowly at small budgets), a
+    crossover of two good prompts (for every kind of part, take one parent's choice) or a mutation of one: add a part, drop one, swap one for another of its kind, or move one. The person's own words (the intent) are never dropped, and the part naming the
     subject never moves, so every candidate still asks for the same thing.
     """
 
     name = "vocabulary"
 
-    def __init__(self, vocabulary: Mapping[str, Sequence[str]] | None = None, crossover_rate: float = 0.3) -> None:
+    def __init__(self, vocabulary: Mapping[str, Sequence[str]] | None = None, crossover_rate: float = 0.3,
+                 explore_rate: float = 0.25) -> None:
         self.vocabulary = {category: tuple(words) for category, words in (vocabulary or PROMPT_PARTS).items()}
         self.crossover_rate = crossover_rate
+        self.explore_rate = explore_rate  # share of fresh prompts: your own words plus 2-4 random parts
 
     def propose(self, context: ProposalContext, count: int) -> list[str]:
         parents = context.best() or [ScoredPrompt(context.intent.start_prompt, {TOTAL: 0.0})]
@@ -175,7 +178,7 @@ class VocabularyProposer:
             if len(proposals) >= count:
                 break
             child = self._child(parents, context)
-            text = join_parts(child, context.weighted_syntax)
+            text = join_parts(child)
             key = prompt_key(text)
             if key not in seen and has_subject(text, context.intent.subject_token):
                 seen.add(key)
@@ -189,6 +192,13 @@ class VocabularyProposer:
 
     def _child(self, parents: list[ScoredPrompt], context: ProposalContext) -> list[Part]:
         rng = context.rng
+        if rng.random() < self.explore_rate:  # a fresh start: one-part edits alone climb too slowly (bench)
+            child = split_parts(context.intent.start_prompt)
+            for category in rng.sample(list(self.vocabulary), min(len(self.vocabulary), rng.randint(2, 4))):
+                part = self._new_part(child, rng, category)
+                if part is not None:
+                    child.append(part)
+            return child
         if len(parents) >= 2 and rng.random() < self.crossover_rate:
             first, second = rng.sample(range(len(parents)), 2)
             child = self.crossover(split_parts(parents[first].prompt), split_parts(parents[second].prompt), context)
@@ -204,15 +214,13 @@ class VocabularyProposer:
         return {part.key for part in own_words + split_parts(intent.start_prompt)}
 
     def mutate(self, parts: list[Part], context: ProposalContext) -> list[Part]:
-        """One random edit: add, drop, swap, reorder or reweight a part."""
+        """One random edit: add, drop, swap or reorder a part."""
         rng, parts = context.rng, list(parts)
         anchor = next((i for i, part in enumerate(parts) if has_subject(part.text, context.intent.subject_token)), 0)
         protected = self._protected(context)
         droppable = [i for i, part in enumerate(parts) if i != anchor and part.key not in protected]
         movable = [i for i in range(len(parts)) if i != anchor]
         kinds = dict(MUTATIONS)
-        if not context.weighted_syntax:
-            kinds.pop("reweight")
         if not droppable:
             kinds.pop("drop"), kinds.pop("swap")
         if len(movable) < 2:
@@ -229,13 +237,10 @@ class VocabularyProposer:
             category = category_of(parts[index], self.vocabulary)
             replacement = self._new_part(parts, rng, category)
             if replacement is not None:
-                parts[index] = Part(replacement.text, parts[index].weight)
-        elif kind == "reorder":
+                parts[index] = replacement
+        else:
             source, target = rng.sample(movable, 2)
             parts.insert(target, parts.pop(source))
-        else:
-            index = rng.randrange(len(parts))
-            parts[index] = Part(parts[index].text, rng.choice(WEIGHTS))
         return parts
 
     def crossover(self, first: list[Part], second: list[Part], context: ProposalContext) -> list[Part]:
@@ -274,11 +279,37 @@ class VocabularyProposer:
 # --- what language models are asked ---------------------------------------------------------------------------
 
 
-SCORE_MEANINGS = {
-    "clip_t": "how well the picture shows what the person wants (CLIP alignment with the intent)",
-    "likeness": "how much the face still looks like the person",
-    TOTAL: "the weighted combination of the scores",
+TERM_ADVICE = {
+    "clip_t": "make the picture show more clearly what the person asked for: name each part of the request "
+              "plainly and drop words that pull elsewhere",
+    "likeness": "keep the person's face visible, large enough and recognisable (framing, light on the face); "
+                "styles that repaint the face lose likeness",
+    "face_found": "make sure a face is clearly visible in the picture",
+    "copy": "move away from a plain selfie like the training photos: change setting, pose and framing",
 }
+
+
+def weakest_term(context: ProposalContext) -> tuple[str, float, float] | None:
+    """The term in which the best prompt so far lags most behind the best value any prompt reached, weighted
+    by the term's weight in the total (OPT2I: ask the model to fix the weakest part). (name, value, best)."""
+    best = context.best(1)
+    if not best:
+        return None
+    leader, gaps = best[0], []
+    for name in context.score_names:
+        weight = context.weights.get(name, 1.0) if context.weights else 1.0
+        if not weight or name not in leader.scores:
+            continue
+        values = [float(item.scores[name]) for item in context.history if name in item.scores]
+        reachable = max(values) if weight > 0 else min(values)
+        gaps.append((abs(weight) * abs(reachable - float(leader.scores[name])), name, float(leader.scores[name]), reachable))
+    if not gaps:
+        return None
+    gap, name, value, reachable = max(gaps)
+    if gap <= 0:  # the leader is best at everything so far: meaning is what a prompt can change most
+        name = "clip_t" if "clip_t" in leader.scores else name
+        value = reachable = float(leader.scores[name])
+    return name, value, reachable
 
 
 def describe_scores(item: ScoredPrompt, score_names: Sequence[str]) -> str:
@@ -287,22 +318,38 @@ def describe_scores(item: ScoredPrompt, score_names: Sequence[str]) -> str:
 
 
 def revision_messages(context: ProposalContext, count: int) -> list[dict[str, str]]:
-    """The chat request: intent, best prompts with their sub-scores, and what a good answer looks like."""
+    """The chat request, OPT2I-style: what the intent asks for, the best and the worst prompts so far with
+    every sub-score, what each score means, and the instruction to fix the best prompt's weakest part."""
+    from sdxlab.prompt_search.objective import TERM_MEANINGS, formula_text
+
     intent, phrase = context.intent, context.intent.subject_phrase
-    best = "\n".join(f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}"
-                     for rank, item in enumerate(context.best(), start=1))
-    weights_note = " You may weight a phrase as (phrase:1.2)." if context.weighted_syntax else " Do not use weights or brackets."
+    best = context.best()
+    worst = [item for item in sorted(context.history, key=lambda item: (item.total, item.round))
+             if item not in best][: max(1, context.top_k // 2)]
+    listing = lambda items: "\n".join(  # noqa: E731
+        f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}" for rank, item in enumerate(items, start=1))
     system = (
         "You write prompts for Stable Diffusion XL. A fine-tuned model knows one person as "
         f"\"{phrase}\"; every prompt must contain \"{phrase}\" exactly. Prompts are comma-separated phrases, "
-        "under 60 words." + weights_note
+        "under 60 words. Do not use weights or brackets."
     )
-    meanings = "; ".join(f"{name} is {SCORE_MEANINGS.get(name, 'another score')}" for name in [*context.score_names, TOTAL])
+    meanings = "; ".join(f"{name}: {TERM_MEANINGS.get(name, 'another score')}" for name in [*context.score_names, TOTAL])
+    formula = f" ({formula_text(context.weights)})" if context.weights else ""
+    weakest = weakest_term(context)
+    fix = ""
+    if weakest is not None:
+        name, value, reachable = weakest
+        reached = f", while another prompt reached {reachable:.3f}" if abs(reachable - value) > 1e-9 else ""
+        fix = (f"The weakest part of the best prompt is {name} ({value:.3f}{reached}). Fix it: "
+               f"{TERM_ADVICE.get(name, 'raise ' + name)}, while keeping what already works.\n")
     user = (
-        f"What the person wants: {intent.alignment_text}\n"
-        f"Each prompt below was rendered on fixed seeds and scored, higher is better: {meanings}.\n"
-        f"Best prompts so far:\n{best}\n\n"
-        f"Write {count} new prompts that should score a higher total than all of these, different from them. "
+        f"What the person asks for: {intent.alignment_text}\n"
+        f"Each prompt below was rendered on fixed seeds and scored; a higher total{formula} is better. "
+        f"The scores: {meanings}.\n\n"
+        f"Best prompts so far:\n{listing(best)}\n\n"
+        + (f"Worst prompts so far (avoid what they do):\n{listing(worst)}\n\n" if worst else "")
+        + fix
+        + f"Write {count} new prompts that should score a higher total than all of these, different from them. "
         "Answer with the prompts only, one per line, no numbering, no explanations."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -332,6 +379,7 @@ def make_proposers(
     *,
     lm_model: str | None = None,
     lm_max_new_tokens: int = 96,
+    lm_allow_pickle: bool = False,
     endpoint_url: str | None = None,
     endpoint_model: str | None = None,
     endpoint_api_key_env: str | None = None,
@@ -349,7 +397,8 @@ def make_proposers(
         elif name == "local_lm":
             if not lm_model:
                 raise ProposerError("The local_lm proposer needs search_lm_model: a hub id (e.g. gpt2) or a local model folder.")
-            proposers.append(LocalLMProposer(lm_model, device=device, max_new_tokens=lm_max_new_tokens))
+            proposers.append(LocalLMProposer(lm_model, device=device, max_new_tokens=lm_max_new_tokens,
+                                             allow_pickle=lm_allow_pickle))
         elif name == "endpoint":
             if not endpoint_url or not endpoint_model:
                 raise ProposerError("The endpoint proposer needs search_endpoint_url (e.g. http://127.0.0.1:8000/v1) and search_endpoint_model.")

@@ -42,7 +42,7 @@ def leaderboard_figure(result: SearchResult, note: str | None = None):
 
 
 def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str | None = None, max_seeds: int = 4):
-    """Rows: the starting prompt, then the finalists by held-out score; columns: held-out seeds.
+    """Rows: the starting prompt, then the finalists in the search's own order; columns: held-out seeds.
 
     `image_for(prompt, seed)` returns the (cached) picture, so drawing the grid generates nothing new.
     """
@@ -53,7 +53,8 @@ def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str 
     for result in heldouts:
         for entry in [result.start, *result.finalists]:
             per_seed = {int(row_seed): row for row_seed, row in zip(result.seeds, entry.per_seed, strict=True)}
-            label = "YOUR START" if entry is result.start else f"#{result.finalists.index(entry) + 1}"
+            label = ("YOUR START" if entry is result.start else
+                     "HEADLINE" if entry is result.search_pick else f"finalist #{entry.search_rank}")
             for column, seed in enumerate(result.seeds[:columns]):
                 images.append(image_for(entry.prompt, seed))
                 score = f"seed {seed}: {per_seed[seed][TOTAL]:.3f}"
@@ -63,7 +64,7 @@ def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str 
                 else:
                     captions.append(score)
                 colors.append("dimgray" if entry is result.start else "black")
-    title = "Held-out seeds: your starting prompt (top row) vs the search's best"
+    title = "Held-out seeds: your starting prompt (top row) vs the search's finalists"
     if note:
         title += f"\n{note}"
     figure = image_grid(images, captions, columns=columns, title=title, cell_inches=2.8, caption_colors=colors)
@@ -78,12 +79,49 @@ def heldout_rows(heldouts: Sequence[HeldoutResult]) -> list[dict]:
     return [row for result in heldouts for row in result.rows]
 
 
+NUMBER_MEANINGS = {
+    "headline": "the search's own pick (its best prompt on the search seeds) or your choice on the likeness x "
+                "meaning front (search_min_likeness), fixed before any held-out seed was rendered, against your "
+                "starting prompt on the held-out seeds: the honest answer",
+    "search_rank": "position in the list of finalists fixed before the held-out seeds (1: the headline)",
+    "uplift.mean": "mean over held-out seeds of (finalist total - your start's total), same seed, same noise",
+    "uplift.ci_low/ci_high": "Student-t 95% interval of that mean; its coverage is checked by simulation",
+    "uplift.p": "exact paired permutation test (sign flips), two-sided: how often a mean this far from 0 "
+                "comes from chance; below 0.05 needs at least 6 held-out seeds",
+    "uplift.p_holm": "p corrected (Holm) for the number of finalists compared with your start",
+    "finalists": "the search's best prompts in the search's own order, each measured on all held-out seeds",
+    "heldout_choice": "the finalist best on the first half of the held-out seeds, its uplift measured on the "
+                      "second half only (choosing and measuring on the same seeds would flatter it)",
+    "search": "mean scores on the search seeds (optimistic: the search kept the prompts that did best there)",
+    "heldout": "mean scores on the held-out seeds",
+}
+
+
+def _entry(entry, *, scores: bool = True) -> dict[str, Any]:
+    item = {"search_rank": entry.search_rank, "prompt": entry.prompt,
+            "uplift": entry.uplift.to_dict() if entry.uplift else None}
+    if scores:
+        item.update({"search": entry.search_scores, "heldout": entry.heldout_scores})
+    return item
+
+
 def best_prompts_summary(result: SearchResult, heldouts: Sequence[HeldoutResult], **context: Any) -> dict[str, Any]:
-    """Everything a reader needs to trust (or distrust) the answer, as JSON-able values."""
+    """Everything a reader needs to trust (or distrust) the answer, as JSON-able values; headline first."""
     intents = []
     for search, heldout in zip(result.intents, heldouts, strict=True):
+        choice = heldout.heldout_choice
         intents.append({
             "intent": search.intent.text,
+            # the search's own first choice: its uplift is the unbiased one (chosen without seeing held-out seeds)
+            "headline": _entry(heldout.search_pick),
+            "headline_chosen_by": heldout.headline_source,
+            "start": {"prompt": heldout.start.prompt, "search": heldout.start.search_scores,
+                      "heldout": heldout.start.heldout_scores},
+            "finalists": [_entry(entry) for entry in heldout.finalists],
+            "heldout_choice": None if choice is None else {
+                "prompt": choice.entry.prompt, "search_rank": choice.entry.search_rank,
+                "selection_seeds": choice.selection_seeds, "report_seeds": choice.report_seeds,
+                "uplift": choice.uplift.to_dict()},
             "alignment_text": search.intent.alignment_text,
             "start_prompt": search.intent.start_prompt,
             "stop_reason": search.stop_reason,
@@ -91,16 +129,8 @@ def best_prompts_summary(result: SearchResult, heldouts: Sequence[HeldoutResult]
             "prompts_tried": len(search.history),
             "unusable_proposals": search.unusable,
             "heldout_seeds": heldout.seeds,
-            "start": {"prompt": heldout.start.prompt, "search": heldout.start.search_scores,
-                      "heldout": heldout.start.heldout_scores},
-            # the search's own first choice: its uplift is the unbiased one (chosen without seeing held-out seeds)
-            "search_pick": {"prompt": heldout.search_pick.prompt,
-                            "uplift": heldout.search_pick.uplift.to_dict() if heldout.search_pick.uplift else None},
-            "best": [{"rank": rank, "prompt": entry.prompt, "search": entry.search_scores, "heldout": entry.heldout_scores,
-                      "uplift": entry.uplift.to_dict() if entry.uplift else None}
-                     for rank, entry in enumerate(heldout.finalists, start=1)],
         })
-    return {**context, "intents": intents}
+    return {"what_the_numbers_mean": NUMBER_MEANINGS, **context, "intents": intents}
 
 
 def write_outputs(folder: str | Path, summary: dict[str, Any], heldouts: Sequence[HeldoutResult]) -> dict[str, Path]:
@@ -112,15 +142,32 @@ def write_outputs(folder: str | Path, summary: dict[str, Any], heldouts: Sequenc
             "heldout": files.write_csv(folder / "heldout.csv", pd.DataFrame(heldout_rows(heldouts)))}
 
 
+def _uplift_text(uplift: dict) -> str:
+    holm = f", Holm {uplift['p_holm']:.2g}" if uplift.get("p_holm") is not None else ""
+    if uplift["ci_low"] is None:
+        return f"uplift {uplift['mean']:+.3f} (one held-out seed: no interval), p {uplift['p']:.2g}{holm}"
+    return (f"uplift {uplift['mean']:+.3f} [95% CI {uplift['ci_low']:+.3f}, {uplift['ci_high']:+.3f}] "
+            f"over {uplift['seeds']} held-out seeds, p {uplift['p']:.2g}{holm}")
+
+
 def paste_ready(summary: dict[str, Any]) -> str:
-    """The best prompts, one block per intent, ready to copy into the playground of 03_sample."""
+    """The prompts ready to copy into the playground of 03_sample, one block per intent: the search's own pick
+    (the honest headline) first, then the other finalists in the search's order."""
     blocks = []
     for item in summary["intents"]:
         lines = [f"# {item['intent']}", f"# your start ({item['start']['heldout'][TOTAL]:.3f} held-out): {item['start_prompt']}"]
-        for best in item["best"]:
-            lines.append(f"# #{best['rank']}: held-out {best['heldout'][TOTAL]:.3f}, "
-                         f"uplift {best['uplift']['mean']:+.3f} [{best['uplift']['ci_low']:+.3f}, {best['uplift']['ci_high']:+.3f}]")
-            lines.append(best["prompt"])
+        headline = item["headline"]
+        if headline["uplift"] is not None:
+            chooser = item.get("headline_chosen_by", "the search")
+            lines.append(f"# HEADLINE (fixed before the held-out seeds; chosen by {chooser}): {_uplift_text(headline['uplift'])}")
+            lines.append(headline["prompt"])
+        for finalist in item["finalists"][1:]:
+            lines.append(f"# finalist #{finalist['search_rank']}: {_uplift_text(finalist['uplift'])}")
+            lines.append(finalist["prompt"])
+        choice = item.get("heldout_choice")
+        if choice is not None:
+            lines.append(f"# best on held-out seeds {choice['selection_seeds']} was finalist #{choice['search_rank']}; "
+                         f"on the other seeds {choice['report_seeds']}: {_uplift_text(choice['uplift'])}")
         blocks.append("\n".join(lines))
     note = summary.get("note")
     return (f"# {note}\n\n" if note else "") + "\n\n".join(blocks)

@@ -56,7 +56,6 @@ class SearchSettings:
     max_images: int = 0  # pictures per intent; 0: no limit
     max_minutes: float = 0.0  # minutes per intent; 0: no limit
     seed: int = 0  # seeds the proposers' random choices
-    weighted_syntax: bool = False  # whether candidates may use "(part:1.2)" weights
 
     def __post_init__(self) -> None:
         self.seeds = [int(seed) for seed in self.seeds]
@@ -203,7 +202,7 @@ class _IntentLoop:
         rng = random.Random(f"{self.settings.seed}|{self.intent.text}|{round_index}")
         return ProposalContext(intent=self.intent, history=list(history), round_index=round_index, rng=rng,
                                top_k=self.settings.top_k, score_names=list(self.evaluator.score_names),
-                               weighted_syntax=self.settings.weighted_syntax)
+                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}))
 
     def gather(self, history: list[ScoredPrompt], round_index: int, count: int) -> list[tuple[str, str]]:
         """`count` new, cleaned, distinct prompts with the name of the proposer that made each."""
@@ -231,7 +230,7 @@ class _IntentLoop:
             raw = []
         taken, unusable = [], 0
         for text in raw:
-            cleaned = clean_proposal(text, self.intent, weighted_syntax=self.settings.weighted_syntax)
+            cleaned = clean_proposal(text, self.intent)
             if cleaned is None:
                 unusable += 1
                 continue

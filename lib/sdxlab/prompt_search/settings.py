@@ -45,6 +45,15 @@ def _not_empty(value: list) -> str | None:
     return None if value else "a list with at least one entry"
 
 
+def _weights(value: dict) -> str | None:
+    numbers = isinstance(value, dict) and all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                              for w in value.values())
+    if not numbers or not any(w > 0 for w in value.values()):
+        return ("a mapping of term names (clip_t, likeness, face_found, copy, or a registered scorer) to numbers, "
+                "at least one above 0 (negative weights are penalties)")
+    return None
+
+
 def _url(value: str) -> str | None:
     return None if re.match(r"^https?://", value) else "a URL starting with http:// or https://, e.g. http://127.0.0.1:8080/v1"
 
@@ -70,8 +79,10 @@ class PromptSearchSettings(Settings):
     patience: int = setting(0, "stop an intent after this many rounds without improvement; 0: never", minimum=0)
     max_images: int = setting(0, "picture budget per intent; 0: no limit", minimum=0)
     max_minutes: float = setting(0, "time budget per intent in minutes; 0: no limit", minimum=0)
-    weights: dict[str, float] = setting({"clip_t": 1.0, "likeness": 1.0}, "objective: weight per scorer (clip_t: "
-                                        "meaning, likeness: your face)", check=_not_empty)
+    weights: dict[str, float] = setting(
+        {"clip_t": 1.0, "likeness": 0.05, "copy": -0.1},
+        "objective: the total is the sum of weight x term (clip_t: meaning; likeness: 0 a stranger or no face, 1 "
+        "your photos; face_found: 1 or 0; copy: 1 if it copies a training photo)", check=_weights)
     clip_model: str = like(EvaluateSettings, "clip_model")
     steps: int = like(GenerationSettings, "steps", default=4, help="denoising steps per picture")
     guidance: float = like(GenerationSettings, "guidance", help="classifier-free guidance scale")
@@ -82,12 +93,16 @@ class PromptSearchSettings(Settings):
     batch_size: int = like(GenerationSettings, "batch_size", default=4,
                            help="pictures per UNet call (does not change the pictures)")
     finalists: int = setting(3, "best prompts re-checked on held-out seeds", minimum=1)
-    heldout_seed_count: int = setting(4, "held-out seeds for that check (never seen by the search); more: narrower "
-                                         "interval", minimum=1)
-    bootstrap_samples: int = setting(2000, "bootstrap resamples for the uplift's confidence interval", minimum=1)
+    min_likeness: float | None = setting(
+        None, "your point on the likeness x meaning front: the held-out headline becomes the most meaningful prompt "
+        "with likeness (0..1) at least this; None: the search's pick by total", minimum=0, maximum=1)
+    heldout_seed_count: int = setting(6, "held-out seeds for that check (never seen by the search); at least 6 for a "
+                                         "paired test to reach p < 0.05; more: narrower interval", minimum=2)
     resume: bool = setting(True, "continue from candidates.csv if it exists with the same settings")
     lm_model: str = setting("gpt2", "local_lm proposer: a hub id or a local folder of any causal LM")
     lm_max_new_tokens: int = setting(96, "local_lm proposer: tokens generated per prompt", minimum=1)
+    lm_allow_pickle: bool = setting(False, "local_lm proposer: also load .bin (pickle) weights, which can run code; "
+                                    "only for files you trust")
     endpoint_url: str = setting("http://127.0.0.1:8080/v1", "endpoint proposer: OpenAI-compatible API root "
                                 "(llama.cpp, vLLM, Ollama)", check=_url)
     endpoint_model: str = setting("local-model", "endpoint proposer: the model name the server expects")

@@ -2,7 +2,8 @@
 
 A prompt is read as comma-separated parts ("a photo of sks person as an astronaut on Mars", "cinematic",
 "golden hour lighting"). The offline proposer mutates prompts part by part, so this module turns text into
-parts and back, with AUTOMATIC1111's `(part:1.2)` weight syntax when the generator understands it.
+parts and back; AUTOMATIC1111's `(part:1.2)` weight syntax is understood when reading (so it can be removed:
+the sampler has no prompt weights).
 """
 
 from __future__ import annotations
@@ -59,11 +60,6 @@ class Part:
     text: str
     weight: float = 1.0
 
-    def render(self, weighted: bool) -> str:
-        if not weighted or abs(self.weight - 1.0) < 1e-6:
-            return self.text
-        return f"({self.text}:{self.weight:.1f})"
-
     @property
     def key(self) -> str:
         """The part's identity for comparisons: case and spacing do not make a different part."""
@@ -95,8 +91,9 @@ def split_parts(prompt: str) -> list[Part]:
     return parts
 
 
-def join_parts(parts: list[Part], weighted: bool) -> str:
-    return ", ".join(part.render(weighted) for part in parts)
+def join_parts(parts: list[Part]) -> str:
+    """The prompt text of its parts (weights are not written: the sampler would read them as text)."""
+    return ", ".join(part.text for part in parts)
 
 
 def prompt_key(prompt: str) -> str:
