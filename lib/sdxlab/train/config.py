@@ -32,7 +32,7 @@ COMMON_PARAMETERS = ("model", "resolution", "subject_token", "class_word", "devi
 RESUMABLE_CHANGES = frozenset({
     "resume", "checkpoint_every", "keep_checkpoints", "validation_prompts", "validation_seeds",
     "validation_steps", "validation_guidance", "gpu_price_per_hour", "progress", "dataset_dir", "output_dir",
-    "device", "allow_pickle", "cache_dir",
+    "device", "allow_pickle", "cache_dir", "cuda_graph",
 })
 
 
@@ -94,6 +94,7 @@ class TrainConfig:
     # precision and memory
     precision: str = "auto"  # bf16 where supported, fp16 (with loss scaling) otherwise, fp32 on CPU
     gradient_checkpointing: bool | str = "auto"  # "auto": only when batch 1 would not fit otherwise
+    cuda_graph: bool | str = "auto"  # "auto": on CUDA, replay each step's forward and backward from a CUDA graph when allowed (train/graphed.py); False: eager; True: required
     # checkpoints, pictures, cost
     checkpoint_every: int = 100  # steps between checkpoints (each with validation images)
     keep_checkpoints: int = 3  # newest checkpoints kept; 0 keeps all
@@ -240,6 +241,8 @@ class TrainConfig:
             yield f"train_precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}."
         if self.gradient_checkpointing not in (True, False, "auto"):
             yield f"train_gradient_checkpointing must be True, False or \"auto\" (got {self.gradient_checkpointing!r})."
+        if self.cuda_graph not in (True, False, "auto"):
+            yield f"train_cuda_graph must be True, False or \"auto\" (got {self.cuda_graph!r})."
         if not str(self.subject_token).strip():
             yield "subject_token is empty; use a rare word such as \"sks\"."
         if not self.lora_name or any(c in self.lora_name for c in "/\\:") or self.lora_name.startswith("."):
