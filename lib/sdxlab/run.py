@@ -69,14 +69,22 @@ def available_profiles() -> list[str]:
     return sorted(path.stem for path in profiles_dir().glob("*.yaml"))
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """A profile's parameters (a flat mapping from parameter name to value)."""
+def load_profile(name: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A profile's parameters (a flat mapping from parameter name to value).
+
+    `extends: <other profile>` starts from that profile's parameters; the profile's own lines override them.
+    """
     path = profiles_dir() / f"{name}.yaml"
     if not path.is_file():
         raise RunError(f"Unknown profile '{name}'; valid profiles: {', '.join(available_profiles())}.")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise RunError(f"Profile {path} must be a mapping of parameter names to values.")
+    parent = values.pop("extends", None)
+    if parent is not None:
+        if parent in (*_chain, name):
+            raise RunError(f"Profile {path} extends '{parent}', which extends it back; remove one of the extends lines.")
+        values = {**load_profile(str(parent), (*_chain, name)), **values}
     return values
 
 
