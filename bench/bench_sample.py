@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed calls in a row per variant and round (default: 3 on CPU, 2 on GPU; 2 rounds)")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the CUDA-graph UNet (CUDA only)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    parser.add_argument("--variants", type=lambda text: [v.strip() for v in text.split(",") if v.strip()], default=None,
+                        help="besides stock, only these: fused, unfused, graphs (comma-separated; default: all)")
     parser.add_argument("--results", type=Path, default=RESULTS_FILE)
     return parser.parse_args(argv)
 
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for batch in args.batches:
         calls = {"stock StableDiffusionXLPipeline (LoRA loaded, unfused)": (None, False)}
-        calls.update({label: (fuse, graphs) for label, fuse, graphs in variants(args.cuda_graphs and on_gpu)})
+        calls.update({label: (fuse, graphs) for label, fuse, graphs in variants(args.cuda_graphs and on_gpu)
+                      if not args.variants or variant_id(fuse, graphs) in args.variants})
         seconds = measure_interleaved(sampler, calls, batch, args.steps, resolution, repeats, on_gpu)
         stock = seconds[next(iter(calls))]
         figures += [row(label, batch, value, stock) for label, value in seconds.items()]
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         results.write(json.dumps(record) + "\n")
     print(f"Appended to {args.results}.")
     return 0
+
+
+def variant_id(fuse: bool, graphs: bool) -> str:
+    return "graphs" if graphs else ("fused" if fuse else "unfused")
 
 
 def variants(with_cuda_graphs: bool) -> list[tuple[str, bool, bool]]:

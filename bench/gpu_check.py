@@ -6,12 +6,12 @@
 
 Parts, in order of importance, each in its own guard (a failure is recorded and the next part runs) and with a
 time budget (the part is stopped when it runs over). Expected times are for one H100/H200, from
-../shared/reference/ANCHORS.md; the whole check is planned for ~9 minutes (--budget, default 540 s).
+../shared/reference/ANCHORS.md; the whole check is planned for ~9 minutes (--budget, default 550 s).
 
  1. environment   device, versions, free memory                                                    ~1 s
  2. model         the random full-size SDXL (`sdxlab.random_sdxl`, exact SDXL-base-1.0 architecture)
                   written as a diffusers folder of safetensors and loaded back through
-                  `sdxlab.models.load_pipeline`, as a user's local SDXL folder is loaded             ~45 s
+                  `sdxlab.models.load_pipeline`, as a user's local SDXL folder is loaded             ~60 s
  3. equivalence   the captured training step against the eager one (`train.graphed.compare_with_eager`):
                   same loss and LoRA gradients for 4 steps within the stated bf16 tolerance, and
                   their milliseconds per step (eager batch 1 ≈ 0.6 s/step, captured ≈ 0.11 s)       ~20 s
@@ -22,10 +22,13 @@ time budget (the part is stopped when it runs over). Expected times are for one 
                   sdxl-10gb profiles under 16 / 10 GiB caps                                         ~160 s
  6. sample        notebooks/03_sample.ipynb: 2 prompts × 2 seeds, the LoRA-scale sweep, every checkpoint ~45 s
  7. sampler_graphs the Sampler's CUDA-graph UNet replay against its eager pipeline (same picture within
-                  a tolerance) and the stock pipeline call, at batch 1, 30 steps                     ~30 s
- 8. prompt_search notebooks/05_prompt_search.ipynb: one round of three candidates on two seeds, held-out
+                  a tolerance) and the stock pipeline call, at batch 1, 30 steps (03's sampler)      ~25 s
+ 8. bench_sample  bench/bench_sample.py --cuda-graphs, stock, fused and CUDA graphs, one timed call per
+                  round, batch 1 (and 4 when 140 s are left)                                         ~55-120 s
+ 9. prompt_search notebooks/05_prompt_search.ipynb: one round of three candidates on two seeds, held-out
                   check (tiny CLIP: no network for a real one; no likeness: dlib is not carried)     ~40 s
- 9. bench_sample  bench/bench_sample.py --cuda-graphs, batch 1 (and 4 when time is left)              ~60-150 s
+
+Planned: ~510 s of the 550 s budget; what does not fit is skipped (the order above is the priority).
 
 The notebooks run without papermill (not on the GPU image): each parameters cell is executed, the profile's
 values and this script's overrides are laid over it (only names the cell declares, as the runner does), then
@@ -61,6 +64,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# No network there: nothing may wait on the hub. No progress bars: the run tool returns only the output's tail.
+for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                      "TQDM_DISABLE": "1"}.items():
+    os.environ.setdefault(_name, _value)
+
 PROJECT = Path(__file__).resolve().parent.parent
 BENCH = PROJECT / "bench"
 GIB = 1024**3
@@ -91,6 +99,7 @@ class Check:
     dataset_dir: Path | None = None
     run: str = "gpu-check"
     pipe: Any = None
+    sampler: Any = None
     parts: list[dict] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -317,11 +326,9 @@ def part_sample(check: Check) -> dict:
     images = sorted(samples.glob("*.png"))
     count = len([path for path in images if not path.name.startswith("grid_")])
     seconds = time.perf_counter() - started
-    sampler = namespace["sampler"]
+    check.sampler = namespace["sampler"]  # sampler_graphs goes on with it: one pipeline load less
     del namespace
-    described = sampler.describe().splitlines()[0]
-    del sampler
-    release(check.device)
+    described = check.sampler.describe().splitlines()[0]
     return {"images": count, "seconds": round(seconds, 1), "sampler": described,
             "seconds_per_image_upper_bound": round(seconds / max(count, 1), 2)}
 
@@ -415,7 +422,9 @@ def part_sampler_graphs(check: Check) -> dict:
     sys.path.insert(0, str(BENCH))
     import bench_sample
 
-    sampler = Sampler.from_run(check.layout, model=str(check.model_dir), device=str(check.device))
+    sampler, check.sampler = check.sampler, None
+    if sampler is None:
+        sampler = Sampler.from_run(check.layout, model=str(check.model_dir), device=str(check.device))
     steps = 3 if check.dry else 30
     options = dict(negative_prompt="blurry, low quality", steps=steps, guidance=5.0, width=check.resolution,
                    height=check.resolution, scheduler="euler", batch_size=1, progress=False, lora_scale=1.0)
@@ -493,8 +502,8 @@ def part_bench_train(check: Check, budget: float) -> dict:
 
 
 def part_bench_sample(check: Check, budget: float) -> dict:
-    batches = ["1", "4"] if budget > 200 else ["1"]  # batch 4 costs ~90 s more on an H100
-    arguments = ["--cuda-graphs", "--repeats", "1", "--batches", *batches]
+    batches = ["1", "4"] if budget > 140 else ["1"]  # batch 4 costs ~70 s more on an H100
+    arguments = ["--cuda-graphs", "--variants", "fused,graphs", "--repeats", "1", "--batches", *batches]
     if check.dry:
         arguments = ["--device", "cpu", "--steps", "2", "--repeats", "1", "--batches", "1"]
     return run_bench(check, "bench_sample.py", arguments, budget)
@@ -539,8 +548,8 @@ PARTS = {
     "bench_train": (part_bench_train, 220, ("environment",)),
     "sample": (part_sample, 150, ("train",)),
     "sampler_graphs": (part_sampler_graphs, 120, ("train",)),
+    "bench_sample": (part_bench_sample, 150, ("environment",)),
     "prompt_search": (part_prompt_search, 120, ("train",)),
-    "bench_sample": (part_bench_sample, 240, ("environment",)),
 }
 SUMMARY_RESERVE_S = 10  # kept for writing the summary
 MIN_PART_S = 15  # a part with less time than this left is skipped
@@ -582,6 +591,8 @@ def run_part(check: Check, name: str) -> None:
         if check.device is not None and check.device.type == "cuda":
             record["peak_gib"] = round(torch.cuda.max_memory_allocated(check.device) / GIB, 2)
             record["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(check.device) / GIB, 2)
+        if name != "sample":
+            check.sampler = None  # only sampler_graphs, right after sample, uses it
         release(check.device)
         print(f"[gpu_check] {name}: {record['status']} in {record['seconds']} s"
               + (f" ({record.get('error')})" if record.get("error") else ""), flush=True)
@@ -609,9 +620,9 @@ def write_summary(check: Check, started: float) -> Path:
                     f"grad rel {figures['worst_gradient_relative']:.2e} (eager-vs-eager {figures['floor_gradient_relative']:.2e}); "
                     f"ms/step eager {figures['ms_per_step']['eager']:.0f}, captured {figures['ms_per_step']['captured']:.0f}")
         elif part["part"] == "train" and figures:
-            note = (f"batch {figures['batch_size']}, {figures['step_runner']}, "
-                    f"{(figures.get('samples_per_s') or 0):.2f} samples/s, wall {figures['wall_s']} s, "
-                    f"standard job ≈ {figures.get('standard_job_estimate_s', '—')} s")
+            rate = f"{figures['samples_per_s']:.2f}" if figures.get("samples_per_s") else "—"
+            note = (f"batch {figures['batch_size']}, {figures['step_runner']}, {rate} samples/s, wall {figures['wall_s']} s, "
+                    f"standard job ≤ {figures.get('standard_job_estimate_s', '—')} s (estimate)")
         elif part["part"] == "sampler_graphs" and figures:
             note = (f"passed={figures['passed']}; mean |Δ| {figures['mean_abs_difference']}, max {figures['max_abs_difference']}; "
                     f"graphs {figures['graphed_s']} s vs stock {figures['stock_s']} s ({figures['graphed_speedup_vs_stock']}×)")
@@ -730,7 +741,7 @@ def parse_args(argv):
     parser.add_argument("--dataset", type=Path, default=BENCH / "gpu_data" / "dataset",
                         help="a captured dataset at 1024 px (bench/gpu_prepare.sh); synthetic pictures when missing")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, in this order: {', '.join(PARTS)}")
-    parser.add_argument("--budget", type=float, default=540, help="seconds for the whole check (default 540)")
+    parser.add_argument("--budget", type=float, default=550, help="seconds for the whole check (default 550)")
     parser.add_argument("--show-hidden", action="store_true",
                         help="dry run: do not hide the packages the GPU image lacks")
     args = parser.parse_args(argv)

@@ -124,6 +124,21 @@ def test_gradients_add_up_over_micro_batches_like_backward(tiny_unet):
         parameter.grad = None
 
 
+def test_after_release_the_runner_builds_its_step_again_and_agrees(tiny_unet):
+    unet, scheduler, trainable = tiny_unet
+    runner = CapturedStep(unet, scheduler, trainable, settings(), None, torch.device("cpu"), capture=False)
+    batch = make_batch(unet, 4)
+    first, _, _ = runner.forward_backward(batch, torch.Generator().manual_seed(3))
+    runner.release()
+    assert runner.static_grads is None and runner.graph is None
+    for parameter in trainable:
+        parameter.grad = None
+    again, _, _ = runner.forward_backward(batch, torch.Generator().manual_seed(3))
+    assert again.item() == first.item() and all(parameter.grad is not None for parameter in trainable)
+    for parameter in trainable:
+        parameter.grad = None
+
+
 def test_a_batch_of_another_shape_is_refused_with_a_clear_message(tiny_unet):
     unet, scheduler, trainable = tiny_unet
     runner = CapturedStep(unet, scheduler, trainable, settings(), None, torch.device("cpu"), capture=False)

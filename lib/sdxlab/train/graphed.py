@@ -168,6 +168,15 @@ class CapturedStep:
         self._hand_over_gradients()
         return self.static_loss.clone(), noise, timesteps
 
+    def release(self) -> None:
+        """Drop the graph and its memory pool (it keeps one micro-batch's activations reserved between steps);
+        the next `forward_backward` captures again. For eager work that needs the room, e.g. validation pictures
+        on a card that `train_batch_size="auto"` filled."""
+        self.graph = None
+        self.static_loss = self.static_grads = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     # --- the static tensors --------------------------------------------------------------------------------
 
     def _refill(self, batch: Batch, noise: torch.Tensor, timesteps: torch.Tensor) -> None:
