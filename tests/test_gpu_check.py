@@ -83,3 +83,25 @@ def test_a_part_over_its_budget_is_stopped_and_the_next_part_still_runs(tmp_path
     assert check.parts[1]["figures"] == {"fine": 1}
     assert "needs slow" in check.parts[2]["reason"]
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_bench_sample_keeps_the_other_variants_when_one_fails(monkeypatch, capsys):
+    import bench_sample
+
+    def run_variant(sampler, fuse, graphs, batch, steps, resolution):
+        if graphs:
+            raise RuntimeError("capture failed")
+
+    class FakeSampler:
+        def disable_cuda_graphs(self):
+            pass
+
+    monkeypatch.setattr(bench_sample, "run_variant", run_variant)
+    calls = {"stock": (None, False), "fused": (True, False), "graphs": (True, True)}
+    seconds = bench_sample.measure_interleaved(FakeSampler(), calls, 1, 1, 64, 1, on_gpu=False)
+    assert isinstance(seconds["stock"], float) and isinstance(seconds["fused"], float)
+    assert seconds["graphs"] == "failed: RuntimeError: capture failed"
+    rows = [bench_sample.row(label, 1, value, seconds["stock"]) for label, value in seconds.items()]
+    assert rows[2]["seconds_per_image"] is None and rows[2]["note"].startswith("failed")
+    bench_sample.print_table(rows)
+    assert "failed: RuntimeError" in capsys.readouterr().out
