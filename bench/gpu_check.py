@@ -425,6 +425,8 @@ def part_sampler_graphs(check: Check) -> dict:
     sampler, check.sampler = check.sampler, None
     if sampler is None:
         sampler = Sampler.from_run(check.layout, model=str(check.model_dir), device=str(check.device))
+    if sampler.lora is None:  # train did not finish: a random rank-4 LoRA, as bench_sample uses
+        sampler.load_lora(bench_sample.make_random_lora(sampler.pipe, check.work / "random-lora"))
     steps = 3 if check.dry else 30
     options = dict(negative_prompt="blurry, low quality", steps=steps, guidance=5.0, width=check.resolution,
                    height=check.resolution, scheduler="euler", batch_size=1, progress=False, lora_scale=1.0)
@@ -546,10 +548,11 @@ PARTS = {
     "equivalence": (part_equivalence, 90, ("model",)),
     "train": (part_train, 240, ("model",)),
     "bench_train": (part_bench_train, 220, ("environment",)),
-    "sample": (part_sample, 150, ("train",)),
-    "sampler_graphs": (part_sampler_graphs, 120, ("train",)),
+    # without a trained LoRA (train failed) these still run, on the base model, and say so
+    "sample": (part_sample, 150, ("model",)),
+    "sampler_graphs": (part_sampler_graphs, 120, ("model",)),
     "bench_sample": (part_bench_sample, 150, ("environment",)),
-    "prompt_search": (part_prompt_search, 120, ("train",)),
+    "prompt_search": (part_prompt_search, 120, ("model",)),
 }
 SUMMARY_RESERVE_S = 10  # kept for writing the summary
 MIN_PART_S = 15  # a part with less time than this left is skipped
@@ -559,6 +562,9 @@ def run_part(check: Check, name: str) -> None:
     import torch
 
     function, budget, needs = PARTS[name]
+    if name != "sampler_graphs" and check.sampler is not None:
+        check.sampler = None  # 03's sampler is kept for sampler_graphs only
+        release(check.device)
     failed_needs = [need for need in needs if not any(p["part"] == need and p["status"] == "ok" for p in check.parts)]
     budget = min(budget, check.remaining() - SUMMARY_RESERVE_S)
     record: dict[str, Any] = {"bench": "gpu_check", "part": name, "date": now()}
@@ -591,8 +597,6 @@ def run_part(check: Check, name: str) -> None:
         if check.device is not None and check.device.type == "cuda":
             record["peak_gib"] = round(torch.cuda.max_memory_allocated(check.device) / GIB, 2)
             record["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(check.device) / GIB, 2)
-        if name != "sample":
-            check.sampler = None  # only sampler_graphs, right after sample, uses it
         release(check.device)
         print(f"[gpu_check] {name}: {record['status']} in {record['seconds']} s"
               + (f" ({record.get('error')})" if record.get("error") else ""), flush=True)
