@@ -312,8 +312,8 @@ def part_train(check: Check) -> dict:
 
 
 def part_sample(check: Check) -> dict:
-    overrides = {**common_overrides(check), "sample_seeds": [1, 2], "lora_scales": [0.0, 0.5, 1.0],
-                 "show_playground": False}
+    overrides = {**common_overrides(check), "sample_seeds": [1, 2], "sample_lora_scales": [0.0, 0.5, 1.0],
+                 "sample_show_playground": False}
     profile = load_profile_values("sdxl")
     overrides["sample_prompts"] = profile["sample_prompts"][:2]
     if check.dry:

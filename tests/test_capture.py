@@ -203,6 +203,56 @@ def test_zip_members_are_read_in_place(mixed_capture):
     assert any(source.endswith("more.zip/holiday/16_high_contrast.jpg") for source in sources)
 
 
+def test_zip_members_named_outside_the_archive_get_a_report_row_saying_why(tmp_path):
+    """`../x.jpg` and `/x.jpg` used to vanish (or be read); now each is skipped unread, with its own row."""
+    archive = tmp_path / "photos.zip"
+    photo = (SAMPLE / "01_portrait.jpg").read_bytes()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr(zipfile.ZipInfo("../escape.jpg"), photo)
+        handle.writestr(zipfile.ZipInfo("/etc/absolute.jpg"), photo)
+        handle.writestr(zipfile.ZipInfo("holiday/../../twice.jpg"), photo)
+    result = capture.analyse_photos(archive, resolution=128, progress=False)
+    report = result.report().set_index("file")
+    assert sorted(report.index) == sorted(["photos.zip//etc/absolute.jpg", "photos.zip/../escape.jpg",
+                                           "photos.zip/holiday/../../twice.jpg"])
+    assert set(report["check"]) == {"unsafe_name"} and set(report["status"]) == {"rejected"}
+    assert "skipped without being read" in report.loc["photos.zip/../escape.jpg", "reason"]
+    assert "'..'" in report.loc["photos.zip/../escape.jpg", "reason"]
+    assert "absolute path" in report.loc["photos.zip//etc/absolute.jpg", "reason"]
+    assert "3 unsafe name" in result.summary()
+
+
+def test_overrides_leave_the_callers_settings_as_they_were(tmp_path):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr(zipfile.ZipInfo("../escape.jpg"), b"x")
+    settings = capture.CaptureSettings(min_photos=3)
+    result = capture.analyse_photos(archive, settings, resolution=256, progress=False)
+    assert (result.settings.resolution, result.settings.min_photos) == (256, 3)
+    assert settings.resolution == capture.CaptureSettings().resolution  # the caller's object is unchanged
+
+
+def test_a_too_large_zip_member_gets_the_limit_and_what_to_do(tmp_path, monkeypatch):
+    from sdxlab.capture import sources
+
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("holiday.mov", b"\0" * 5000)
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 4000)  # a real one would be a 300 MB file
+    result = capture.analyse_photos(archive, resolution=128, progress=False)
+    [reason] = result.messages()
+    assert reason.startswith("photos.zip/holiday.mov is 0 MB, more than the 0 MB limit for one photo")
+    assert "export it as a JPEG" in reason and "remove it from the zip" in reason
+
+
+def test_resolution_that_is_not_a_multiple_of_8_is_refused_before_any_photo_is_read(tmp_path):
+    with pytest.raises(ValueError) as raised:  # before the missing folder is even looked at
+        capture.analyse_photos(tmp_path / "nowhere", resolution=100, progress=False)
+    message = str(raised.value)
+    assert message.startswith("resolution must be a multiple of 8") and "e.g. 96 or 104" in message
+    assert "\n" not in message
+
+
 def test_keep_anyway_overrides_a_rejection_but_cannot_invent_a_face(tmp_path):
     inputs = tmp_path / "photos"
     inputs.mkdir()

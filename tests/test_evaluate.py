@@ -17,6 +17,7 @@ from skimage import data
 
 from sdxlab import evaluate, faces
 from sdxlab.evaluate import inputs, likeness
+from sdxlab.evaluate.copying import check_copies
 from sdxlab.models import ModelLoadError
 
 TRAINING_SIDE = 400  # the sample photos are ~1000 px; faces stay ~100 px at this size and tests stay fast
@@ -122,6 +123,71 @@ def test_floor_is_unknown_without_other_people_and_likeness_is_still_reported(tr
     assert reading.similarity is not None and math.isnan(reading.position)
 
 
+def write_two_crops_per_photo(training_dir: Path, folder: Path) -> Path:
+    """A dataset in 01_capture's layout where every photo appears twice (as a main and a loose crop would),
+    both rows naming the same `source`; here the second crop is a pixel copy, so its face is the same face."""
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for index, path in enumerate(sorted(training_dir.glob("*.png"))):
+        for variant in ("main", "loose"):
+            name = f"images/{len(rows) + 1:04d}.png"
+            Image.open(path).save(folder / name)
+            rows.append({"file_name": name, "text": "a photo of sks person", "source": f"/photos/{index}.jpg",
+                         "variant": variant})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_crops_of_one_photo_count_as_one_photo_in_the_ceiling(scorer, training_dir, strangers_dir, tmp_path):
+    """With capture_loose_crop=True both crops of a photo are in the reference; the leave-one-out ceiling must not
+    use one crop as "another photo" of the other (that is the same face, and it lifts the ceiling)."""
+    single = scorer
+    doubled = evaluate.LikenessScorer.from_dataset(write_two_crops_per_photo(training_dir, tmp_path / "dataset"),
+                                                   other_people_dir=strangers_dir)
+    assert len(doubled.reference) == 2 * len(single.reference) and doubled.reference.photos == len(single.reference)
+    # The same ceiling as leaving one whole photo out, one value per source photo.
+    for band in ("ceiling", "ceiling_nearest"):
+        assert getattr(doubled.calibration, band).values == pytest.approx(getattr(single.calibration, band).values)
+    assert max(doubled.calibration.ceiling_nearest.values) < 1 - 1e-6  # never a crop against its own twin (1.0)
+    assert doubled.reference.centroid == pytest.approx(single.reference.centroid)
+    reading, = doubled.measure([astronaut_crop(110)])
+    assert 0.5 < reading.position == pytest.approx(single.measure([astronaut_crop(110)])[0].position, abs=1e-9)
+
+
+def test_copy_threshold_ignores_crops_of_the_same_photo():
+    rng = np.random.default_rng(0)
+    photos = np.eye(16)[:4] + rng.normal(scale=0.05, size=(4, 16))  # four clearly different photos
+    crops = np.vstack([photos, photos + rng.normal(scale=1e-3, size=photos.shape)])  # a second crop of each photo
+    mirrored = -crops
+    generated = np.vstack([photos[0] + rng.normal(scale=0.05, size=16), np.eye(16)[10]])  # a near copy, a new picture
+    names = [f"{i:04d}.png" for i in range(8)]
+    sources = [f"photo{i % 4}" for i in range(8)]
+    alone = check_copies(generated, photos, -photos, names[:4])
+    grouped = check_copies(generated, crops, mirrored, names, sources)
+    assert grouped.threshold == pytest.approx(alone.threshold, abs=0.01)  # two *different* photos set the bar
+    assert grouped.flags.tolist() == alone.flags.tolist() == [True, False]
+    assert check_copies(generated, crops, mirrored, names).threshold < 0.01  # ungrouped: twins make the bar ~0
+    assert math.isnan(check_copies(generated, crops[[0, 4]], mirrored[[0, 4]], names[:2], ["a", "a"]).threshold)
+
+
+def test_the_floor_counts_every_stranger_found_also_look_alikes(training_dir, group_photo, tmp_path):
+    """A face in the other-people set that dlib calls the person (here: the person's own portrait) stays in the
+    floor: dropping the closest strangers would lower the floor and flatter every position."""
+    folder = tmp_path / "others"
+    folder.mkdir()
+    group_photo.save(folder / "t1.jpg")
+    astronaut_crop(110, size=240).save(folder / "look-alike.jpg")
+    others = evaluate.other_people(folder)
+    assert len(others.embeddings) == 7, others.notes
+    scorer = evaluate.LikenessScorer.from_dataset(training_dir, other_people_dir=folder)
+    calibration = scorer.calibration
+    assert calibration.strangers == len(calibration.floor.values) == 7
+    assert calibration.to_dict()["strangers"] == 7
+    expected = likeness.cosine_rows(others.embeddings, scorer.reference.centroid).ravel()
+    assert calibration.floor.mean == pytest.approx(float(expected.mean()))
+    assert any("1 of the 7 other people's faces" in note and "still count" in note for note in calibration.notes)
+
+
 def test_pose_features_follow_a_tilted_head():
     upright = likeness.read_face(astronaut_crop(110, size=320))
     tilted = likeness.read_face(astronaut_crop(110, size=320).rotate(15, resample=Image.Resampling.BICUBIC))
@@ -188,6 +254,9 @@ def test_summary_keys_are_stable_documented_and_strict_json(evaluated):
     summary = json.loads((metrics / "summary.json").read_text(), parse_constant=refuse)
     assert tuple(summary) == evaluate.SUMMARY_KEYS
     assert set(evaluate.CALIBRATION_KEYS) <= set(summary["calibration"])
+    calibration = summary["calibration"]
+    assert calibration["strangers"] == calibration["floor"]["count"]  # 6 with the group photo, 0 offline
+    assert calibration["training_photos"] == calibration["ceiling"]["count"] == calibration["training_faces"]
     groups = [summary["overall"], *summary["per_prompt"].values(), *summary["per_lora_scale"].values(),
               *summary["per_checkpoint"].values()]
     for stats in groups:
@@ -202,6 +271,19 @@ def test_summary_keys_are_stable_documented_and_strict_json(evaluated):
         assert (metrics / name).is_file()
     assert {"likeness_calibration.png", "likeness_vs_alignment.png", "likeness_per_checkpoint.png",
             "gallery.png"} <= set(summary["files"])
+
+
+def test_headline_figures_are_the_summary_s(evaluated):
+    result, _ = evaluated
+    figures = evaluate.headline_figures(result)
+    overall, calibration = result.summary["overall"], result.summary["calibration"]
+    assert figures["images"] == 6 and figures["faces_found"] == overall["faces_found"] == 4
+    assert figures["copies"] == overall["copies"] >= 1 and figures["clip_t_mean"] == overall["clip_t_mean"]
+    assert figures["strangers"] == calibration["strangers"] and figures["training_photos"] == calibration["training_photos"]
+    assert (figures["meaningful_images"], figures["meaningful_clip"]) == (False, False)
+    json.dumps(figures, allow_nan=False)  # plain values for the notebook's recorded cell
+    empty = evaluate.headline_figures(evaluate.Evaluation(result.per_image.iloc[0:0], {}))
+    assert empty["images"] == 0 and empty["likeness_mean"] is None
 
 
 def test_random_weight_numbers_are_labelled_meaningless(evaluated):

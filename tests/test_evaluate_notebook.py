@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from sdxlab import evaluate
+from sdxlab.recorded import read_recorded
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_summary_is_labelled_meaningless_and_calibrated_on_the_sample_photos(dem
     calibration = summary["calibration"]
     kept = sum(1 for line in (demo_run.dataset / "metadata.jsonl").read_text().splitlines() if line.strip())
     # The sample photos are one person: (nearly) every training crop has a face and sets the ceiling.
-    assert calibration["training_faces"] >= kept - 1 and calibration["ceiling"]["count"] == calibration["training_faces"]
+    assert calibration["training_faces"] >= kept - 1 and calibration["ceiling"]["count"] == calibration["training_photos"]
     if calibration["floor"]["count"]:  # the default floor needs PyPI once; offline it is unknown, with a note
         assert calibration["floor"]["mean"] < calibration["ceiling"]["low"]
     else:
@@ -53,5 +54,24 @@ def test_executed_notebook_shows_the_calibration_plot(demo_run):
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) >= 3  # the calibration before evaluating, the strangers, and the saved plots
-    text = "".join(output.get("text", "") for output in outputs)
-    assert "ceiling" in text and "floor" in text and "meaningless" in text
+
+
+def test_recorded_results_match_summary_json(demo_run, metrics):
+    recorded = read_recorded(demo_run.notebooks / "04_evaluate.ipynb")
+    summary = json.loads((metrics / "summary.json").read_text())
+    overall, calibration = summary["overall"], summary["calibration"]
+    table = pd.read_csv(metrics / "per_image.csv")
+    assert recorded["images"] == summary["images"] == len(table)
+    assert recorded["faces_found"] == overall["faces_found"] == int(table["face_found"].sum())
+    assert (recorded["meaningful_images"], recorded["meaningful_clip"]) == (False, False)  # tiny model, tiny CLIP
+    for key in ("likeness_mean", "likeness_position_mean", "identity_match_rate", "clip_t_mean"):
+        assert recorded[key] == pytest.approx(overall[key], nan_ok=True), key
+    assert recorded["clip_t_mean"] == pytest.approx(table["clip_t"].mean())
+    assert recorded["copies"] == overall["copies"] == int(table["copy_flag"].fillna(False).astype(bool).sum())
+    assert recorded["training_faces"] == calibration["training_faces"]
+    assert recorded["training_photos"] == calibration["training_photos"] == calibration["ceiling"]["count"]
+    # how many strangers the floor stands on: every one found (six in the default group photo, none offline)
+    assert recorded["strangers"] == calibration["strangers"] == calibration["floor"]["count"]
+    assert recorded["strangers"] in (0, 6)
+    assert recorded["ceiling_mean"] == pytest.approx(calibration["ceiling"]["mean"])
+    assert recorded["floor_mean"] == pytest.approx(calibration["floor"]["mean"], nan_ok=True)

@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable
                   "--no-first-run"]
 RUN = "browser"
 # Smaller than the demo values so the whole test stays well under a minute on two busy cores.
-NOTEBOOK_OVERRIDES = {"run": RUN, "sample_seeds": [1], "sample_steps": 2, "lora_scales": [0.0, 1.0],
+NOTEBOOK_OVERRIDES = {"run": RUN, "sample_seeds": [1], "sample_steps": 2, "sample_lora_scales": [0.0, 1.0],
                       "sample_prompts": ["a photo of {subject}"]}
 SETTINGS = {  # JupyterLab user settings: no news toast over the page, no autosave
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},

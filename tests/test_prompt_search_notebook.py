@@ -12,6 +12,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 
 from sdxlab.layout import RunLayout
+from sdxlab.recorded import read_recorded
 
 SECRET = "sk-notebook-test-0ddba11-keep-out"
 
@@ -61,14 +62,31 @@ def test_notebook_shows_plots_and_ends_with_prompts_to_paste(demo_run, search_fo
     for name in ("leaderboard.png", "heldout_grid.png"):
         assert (search_folder / name).stat().st_size > 10_000
     notebook = nbformat.read(demo_run.notebooks / "05_prompt_search.ipynb", as_version=4)
-    last = next(cell for cell in reversed(notebook.cells) if cell.cell_type == "code")
-    pasted = "".join(output.get("text", "") for output in last.outputs)
+    paste_cell = next(cell for cell in notebook.cells if cell.cell_type == "code" and "paste_ready" in cell.source)
+    pasted = "".join(output.get("text", "") for output in paste_cell.outputs)
     summary = json.loads((search_folder / "best_prompts.json").read_text())
     assert all(item["prompt"] in pasted for item in summary["intents"][0]["best"])
     assert "meaningless" in pasted
     images = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
               if "image/png" in output.get("data", {})]
     assert len(images) >= 2, "leaderboard and held-out grid are shown"
+
+
+def test_recorded_results_match_best_prompts_json(demo_run, search_folder):
+    recorded = read_recorded(demo_run.notebooks / "05_prompt_search.ipynb")
+    summary = json.loads((search_folder / "best_prompts.json").read_text())
+    intent = summary["intents"][0]
+    heldout = pd.read_csv(search_folder / "heldout.csv")
+    assert recorded["intents"] == len(summary["intents"])
+    assert recorded["prompts_tried"] == intent["prompts_tried"] == pd.read_csv(search_folder / "candidates.csv")["prompt"].nunique()
+    assert recorded["start_prompt"] == intent["start_prompt"]
+    assert recorded["start_heldout_total"] == pytest.approx(heldout.loc[heldout["role"] == "start", "total"].mean())
+    assert recorded["best_prompt"] == intent["best"][0]["prompt"]
+    assert recorded["best_heldout_total"] == pytest.approx(intent["best"][0]["heldout"]["total"])
+    assert recorded["best_uplift"] == pytest.approx(intent["best"][0]["uplift"])
+    assert recorded["best_uplift"]["ci_low"] <= recorded["best_uplift"]["mean"] <= recorded["best_uplift"]["ci_high"]
+    assert recorded["search_pick"] == intent["search_pick"]["prompt"]
+    assert recorded["random_weights"] is True
 
 
 def test_endpoint_key_never_lands_in_the_run_folder(demo_run, tmp_path, monkeypatch):

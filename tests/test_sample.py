@@ -7,7 +7,9 @@ with fixed numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +131,125 @@ def test_parses_what_automatic1111_writes():
     assert parse_parameters(text.replace("DPM++ 2M Karras", "DPM++ 2M SDE"))["scheduler"] is None
 
 
+# A faithful re-implementation of how AUTOMATIC1111 reads a picture's parameters back: the regexes and steps of
+# `parse_generation_parameters` (modules/infotext_utils.py) and of the Lora extension's `infotext_pasted`
+# (extensions-builtin/Lora/scripts/lora_script.py), which turns `<lora:NAME:` into the file found by its hash.
+A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+A1111_IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
+A1111_LORA = re.compile("<lora:([^:]+):")
+A1111_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")  # modules/extra_networks.py: what is applied from a prompt
+
+
+def a1111_parse(text: str) -> dict:
+    res, prompt, negative, done_with_prompt = {}, "", "", False
+    *lines, lastline = text.strip().split("\n")
+    if len(A1111_PARAM.findall(lastline)) < 3:
+        lines.append(lastline)
+        lastline = ""
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt = True
+            line = line[16:].strip()
+        if done_with_prompt:
+            negative += ("" if negative == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+    res["Prompt"], res["Negative prompt"] = prompt, negative
+    for key, value in A1111_PARAM.findall(lastline):
+        if value[0] == '"' and value[-1] == '"':
+            value = json.loads(value)
+        size = A1111_IMAGE_SIZE.match(value)
+        if size is not None:
+            res[f"{key}-1"], res[f"{key}-2"] = size.group(1), size.group(2)
+        else:
+            res[key] = value
+    res.setdefault("Schedule type", "Automatic")
+    return res
+
+
+def a1111_paste_loras(res: dict, files_by_short_hash: dict[str, str]) -> str:
+    """The prompt after A1111's Lora extension replaced each `<lora:alias:` by the name of the file with that hash."""
+    hashes = [item.strip().split(":", 1) for item in res.get("Lora hashes", "").split(",") if item.strip()]
+    hashes = {name.strip().replace(",", ""): value.strip() for name, value in hashes}
+
+    def replace(match):
+        found = files_by_short_hash.get(hashes.get(match.group(1), ""))
+        return f"<lora:{found}:" if found else match.group(0)
+
+    return A1111_LORA.sub(replace, res["Prompt"])
+
+
+def addnet_hash(path: Path) -> str:
+    """sha256 of a safetensors file's bytes after its header: kohya's and A1111's LoRA hash."""
+    data = path.read_bytes()
+    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+
+
+def test_automatic1111_reads_back_the_lora_tag_and_hash_and_the_schedule(sampler, lora_files, tmp_path):
+    from PIL import Image
+
+    sampler.load_lora(lora_files.diffusers)
+    made = sampler.generate(["a portrait of {subject}"], [5], steps=STEPS, lora_scale=0.7, scheduler="dpmpp_2m",
+                            negative_prompt="blurry", progress=False)
+    made += sampler.generate(["a portrait of {subject}"], [5], steps=STEPS, lora_scale=0.7,
+                             scheduler="dpmpp_2m_karras", negative_prompt="blurry", progress=False)
+    rows = save_samples(made, tmp_path, name="batch")
+    plain, karras = (a1111_parse(Image.open(tmp_path / file).info["parameters"]) for file in rows["file"])
+    # The LoRA is named as the file A1111 loads (the kohya file beside the diffusers one) with the weight used...
+    kohya_name = lora_files.kohya.stem
+    assert plain["Prompt"] == f"a portrait of sks person <lora:{kohya_name}:0.7>"
+    assert [match.groups() for match in A1111_EXTRA_NETWORK.finditer(plain["Prompt"])] == [("lora", f"{kohya_name}:0.7")]
+    # ...and A1111's hash of that file, so A1111 finds it under whatever name it was saved.
+    short_hash = addnet_hash(lora_files.kohya)[:12]
+    assert plain["Lora hashes"] == f"{kohya_name}: {short_hash}"
+    assert a1111_paste_loras(plain, {short_hash: "me_v1"}) == "a portrait of sks person <lora:me_v1:0.7>"
+    # The schedule actually used, never left to A1111 1.9's Karras default for DPM++ 2M.
+    assert (plain["Sampler"], plain["Schedule type"]) == ("DPM++ 2M", "Uniform")
+    assert (karras["Sampler"], karras["Schedule type"]) == ("DPM++ 2M", "Karras")
+    assert (plain["Steps"], plain["Seed"], plain["CFG scale"], plain["Negative prompt"]) == (str(STEPS), "5", "5.0", "blurry")
+    assert (plain["Size-1"], plain["Size-2"]) == tuple(str(side) for side in sampler.native_size)
+    assert "Model hash" not in plain  # the tiny model is a diffusers folder: A1111 has no checkpoint to match
+    # sdxlab itself reads its own prompt back without the tag, and the scheduler from the schedule type.
+    stored = read_parameters(tmp_path / rows["file"][0])
+    assert stored["prompt"] == "a portrait of sks person" and stored["scheduler"] == "dpmpp_2m"
+    assert (stored["lora_name"], stored["lora_hash"]) == (kohya_name, short_hash)
+    assert read_parameters(tmp_path / rows["file"][1])["scheduler"] == "dpmpp_2m_karras"
+
+
+def test_a_kohya_or_foreign_lora_is_named_and_hashed_as_itself(sampler, lora_files, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    sampler.load_lora(lora_files.kohya)
+    params = sampler.generate(["{subject}"], [1], steps=1, progress=False)[0].params
+    assert (params["lora_name"], params["lora_hash"]) == (lora_files.kohya.stem, addnet_hash(lora_files.kohya)[:12])
+    # A file that carries kohya's precomputed `sshs_model_hash` is known to A1111 by that hash.
+    tagged = tmp_path / "tagged.safetensors"
+    save_file(load_file(str(lora_files.kohya)), str(tagged), metadata={"sshs_model_hash": "f" * 64})
+    sampler.load_lora(tagged)
+    params = sampler.generate(["{subject}"], [1], steps=1, progress=False)[0].params
+    assert (params["lora_name"], params["lora_hash"]) == ("tagged", "f" * 12)
+    sampler.unload_lora()
+    params = sampler.generate(["{subject}"], [1], steps=1, progress=False)[0].params
+    text = format_parameters(params)
+    assert "<lora:" not in text and "Lora hashes" not in text
+
+
+def test_model_hash_is_a1111s_short_hash_of_a_single_checkpoint_file(sampler, tmp_path):
+    checkpoint = tmp_path / "my_sdxl.safetensors"
+    checkpoint.write_bytes(b"not really weights, but hashed the same way" * 1000)
+    assert Sampler(sampler.pipe, model=str(checkpoint)).model_hash == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    assert Sampler(sampler.pipe, model="tiny").model_hash is None  # a diffusers folder
+    assert Sampler(sampler.pipe, model="stabilityai/stable-diffusion-xl-base-1.0").model_hash is None  # a hub id
+    params = {"prompt": "x", "seed": 1, "steps": 2, "guidance": 5.0, "width": 64, "height": 64, "scheduler": "euler",
+              "model": str(checkpoint), "model_hash": "0123456789"}
+    parsed = a1111_parse(format_parameters(params))
+    assert parsed["Model hash"] == "0123456789" and parse_parameters(format_parameters(params))["model_hash"] == "0123456789"
+
+
 def test_png_parameters_recreate_the_image_exactly(sampler, lora_files, tmp_path):
+    from PIL import Image
+
     sampler.load_lora(lora_files.diffusers)
     made = sampler.generate(["a portrait of {subject}, soft light"], [7, 8], negative_prompt="blurry", steps=STEPS,
                             guidance=6.0, lora_scale=0.7, scheduler="dpmpp_2m_karras", batch_size=2, progress=False)
@@ -138,11 +258,10 @@ def test_png_parameters_recreate_the_image_exactly(sampler, lora_files, tmp_path
     for row, original in zip(rows.itertuples(), made, strict=True):
         params = read_parameters(tmp_path / row.file)
         assert params["lora_file"] == str(lora_files.diffusers) and params["lora_scale"] == 0.7
+        assert params["prompt"] == row.prompt and f"{row.prompt} <lora:" in Image.open(tmp_path / row.file).info["parameters"]
         assert (params["batch_size"], params["batch_pos"]) == (2, row.Index)
         again = sampler.recreate(params)
         assert max_difference(again.image, original.image) == 0
-        from PIL import Image
-
         assert max_difference(Image.open(tmp_path / row.file).convert("RGB"), original.image) == 0
 
 

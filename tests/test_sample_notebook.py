@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import nbformat
 import pytest
 from PIL import Image
 
+from sdxlab.recorded import read_recorded
 from sdxlab.sample import CSV_COLUMNS, read_parameters, read_samples
 from sdxlab.widgets import NO_FRONTEND_MESSAGE
 
@@ -24,6 +26,11 @@ def parameters(project) -> dict:
     values = {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()}
     values.update({key: value for key, value in load_profile("demo").items() if key in values})
     return values
+
+
+@pytest.fixture(scope="module")
+def recorded(demo_run) -> dict:
+    return read_recorded(demo_run.notebooks / "03_sample.ipynb")
 
 
 def notebook_text(demo_run) -> str:
@@ -47,18 +54,30 @@ def test_batch_pngs_carry_their_parameters_and_match_samples_csv(demo_run, param
     assert (demo_run.samples / "grid_prompts_seeds.png").stat().st_size > 0
 
 
-def test_lora_scale_sweep_when_a_lora_exists_else_a_plain_note(demo_run, parameters):
+def test_the_demo_samples_its_trained_lora_with_a_lora_scale_sweep(demo_run, parameters, recorded):
+    # The demo trains before it samples, so 03 must take the LoRA branch (the no-LoRA branch is tested in
+    # tests/test_sample.py::test_from_run_without_training_uses_the_base_model_and_says_so).
+    config = json.loads((demo_run.lora / "train_config.json").read_text())
+    assert recorded["lora_loaded"] is True
+    assert recorded["lora_file"] == f"lora/{config['lora_file']}"
     index = read_samples(demo_run.samples)
     sweep = index[index["file"].str.startswith("sweep_")]
-    text = notebook_text(demo_run)
-    if (demo_run.lora / "train_config.json").is_file():
-        assert sorted(set(sweep["lora_scale"])) == sorted(parameters["lora_scales"])
-        assert len(sweep) == len(parameters["lora_scales"]) * len(parameters["sample_seeds"])
-        assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
-        assert set(sweep["checkpoint"]) == {"final"} and set(sweep["lora_file"]) == {f"lora/{Path(sweep['lora_file'].iloc[0]).name}"}
-    else:  # the train stage has not written a LoRA: base model, said plainly
-        assert "No trained LoRA" in text and "sweep skipped" in text
-        assert sweep.empty and set(index["lora_file"]) == {""}
+    assert recorded["sweep_scales"] == pytest.approx(sorted(parameters["sample_lora_scales"]))
+    assert sorted(set(sweep["lora_scale"])) == pytest.approx(sorted(parameters["sample_lora_scales"]))
+    assert recorded["sweep_images"] == len(sweep) == len(parameters["sample_lora_scales"]) * len(parameters["sample_seeds"])
+    assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
+    assert set(sweep["checkpoint"]) == {"final"} and set(sweep["lora_file"]) == {recorded["lora_file"]}
+
+
+def test_recorded_results_match_samples_csv(demo_run, parameters, recorded):
+    index = read_samples(demo_run.samples)
+    batch = index[index["file"].str.startswith("batch_")]
+    over_training = index[index["file"].str.startswith("checkpoints_")]
+    assert recorded["batch_images"] == len(batch) == len(parameters["sample_prompts"]) * len(parameters["sample_seeds"])
+    assert set(batch["lora_file"]) == {recorded["lora_file"]}
+    assert recorded["image_size"] == [parameters["resolution"]] * 2
+    assert recorded["checkpoint_images"] == len(over_training)
+    assert recorded["checkpoints"] == sorted(set(over_training["checkpoint"]))
 
 
 def test_every_training_checkpoint_is_sampled_with_the_first_prompt(demo_run, parameters):

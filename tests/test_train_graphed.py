@@ -183,7 +183,7 @@ def test_what_disables_the_captured_step():
     assert choose_step_runner(TrainConfig(), None, None, [], None, torch.device("cpu"), show=False) is None
     with pytest.raises(TrainError, match="train_text_encoder=True"):
         choose_step_runner(TrainConfig(cuda_graph=True, text_encoder=True), None, None, [], None, cuda, show=False)
-    with pytest.raises(TrainError, match="train_cuda_graph must be True, False or \"auto\""):
+    with pytest.raises(TrainError, match="train_cuda_graph must be True or False or 'auto'"):
         TrainConfig(cuda_graph="yes").validate()
 
 

@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sdxlab.run import RunError, parse_override, run_pipeline
+from sdxlab.run import ParameterError, RunError, parse_override, run_pipeline
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _ParametersHelp(argparse.RawDescriptionHelpFormatter):
+    """Keeps the parameter list's lines as declared."""
+
+
+def parameters_epilog(stages=None) -> str:
+    """Every parameter with its default and help, from the declarations (`sdxlab.settings`)."""
+    from sdxlab.settings.stages import STAGE_SETTINGS, help_text
+
+    return help_text(stages or STAGE_SETTINGS)
+
+
+def build_parser(with_parameters: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sdxlab", description="sdxlab: SDXL LoRA workbook runner")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="execute the numbered notebooks with papermill")
+    run = commands.add_parser("run", help="execute the numbered notebooks with papermill",
+                              formatter_class=_ParametersHelp,
+                              epilog=parameters_epilog() if with_parameters else None)
     run.add_argument("--profile", default="demo", help="parameter profile from env/profiles/ (default: demo)")
     run.add_argument("--run", dest="run_name", help="run folder name under outputs/; an existing one is continued")
     run.add_argument("--only", action="append", help="stages to run, e.g. --only 02,03 (repeatable)")
@@ -24,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(with_parameters="-h" in argv or "--help" in argv).parse_args(argv)
     try:
         if args.command == "tiny-model":
             from sdxlab.models import tiny_sdxl
@@ -36,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                      kernel_name=args.kernel, progress=True)
     except RunError as error:
         print(f"sdxlab: {error}", file=sys.stderr)
-        return 2 if "Unknown" in str(error) else 1
+        return 2 if isinstance(error, ParameterError) else 1
     return 0
 
 

@@ -110,3 +110,17 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
         publish_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def file_sizes(paths: list[str | os.PathLike | None], root: str | os.PathLike):
+    """A table (pandas DataFrame) of written files: `file` relative to `root`, `kB` (a folder: all files inside).
+
+    `None` entries (a file a run did not write, such as embeddings without pivotal tuning) are left out.
+    """
+    import pandas as pd
+
+    rows = []
+    for path in (Path(path) for path in paths if path is not None):
+        inside = [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file()]
+        rows.append({"file": path.relative_to(root).as_posix(), "kB": round(sum(f.stat().st_size for f in inside) / 1024, 1)})
+    return pd.DataFrame(rows, columns=["file", "kB"])

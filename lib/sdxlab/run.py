@@ -2,7 +2,9 @@
 
 Parameters come from `env/profiles/<profile>.yaml`, then `-p key=value` overrides. Each notebook receives
 the parameters its `parameters` cell declares; a key no notebook declares is an error, so a typo never
-silently runs with the default.
+silently runs with the default. Every value is checked against its declaration (`sdxlab.settings`) before the
+first notebook starts: a bad one costs one line and no work, and a refused value (a key pasted where a
+variable's name belongs) never reaches an executed notebook.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ STAGES = ("01_capture", "02_train", "03_sample", "04_evaluate", "05_prompt_searc
 
 class RunError(RuntimeError):
     """A run could not start or a notebook failed; the message is meant to be shown as it is."""
+
+
+class ParameterError(RunError):
+    """A parameter, profile or override is wrong: nothing ran. The message names it and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -76,24 +82,47 @@ def load_profile(name: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """
     path = profiles_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise RunError(f"Unknown profile '{name}'; valid profiles: {', '.join(available_profiles())}.")
-    values = yaml.safe_load(path.read_text()) or {}
+        raise ParameterError(f"Unknown profile '{name}'; valid profiles: {', '.join(available_profiles())}.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParameterError(f"Profile {path} is not valid YAML ({_yaml_problem(error)}); fix that line.") from None
     if not isinstance(values, dict):
-        raise RunError(f"Profile {path} must be a mapping of parameter names to values.")
+        raise ParameterError(f"Profile {path} must be a mapping of parameter names to values.")
     parent = values.pop("extends", None)
     if parent is not None:
         if parent in (*_chain, name):
-            raise RunError(f"Profile {path} extends '{parent}', which extends it back; remove one of the extends lines.")
+            raise ParameterError(f"Profile {path} extends '{parent}', which extends it back; remove one of the extends lines.")
         values = {**load_profile(str(parent), (*_chain, name)), **values}
     return values
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`key=value` with the value read as YAML, so `steps=20`, `flip=true` and `prompts=[a, b]` get their types."""
+    """`key=value` with the value read as YAML, so `steps=20`, `flip=true` and `prompts=[a, b]` get their types.
+
+    YAML 1.1 reads `5e-4` as text; the declarations turn numeric text into a number for number parameters."""
     key, separator, value = text.partition("=")
     if not separator or not key.strip():
-        raise RunError(f"Parameter override '{text}' must look like key=value.")
-    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+        raise ParameterError(f"Parameter override '{text}' must look like key=value.")
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as error:
+        # the value is not repeated: it may be a secret pasted into the wrong parameter
+        raise ParameterError(f"The value of -p {key.strip()} is not valid YAML ({_yaml_problem(error)}); quote it, "
+                             "e.g. -p 'key=\"text\"', or write a list as -p 'key=[a, b]'.") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def check_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value checked against its declaration and converted; ParameterError names the first bad one."""
+    from sdxlab.settings.stages import check_values
+
+    return check_values(values, ParameterError)
 
 
 @cache
@@ -116,7 +145,7 @@ def select_stages(only: Iterable[str] | None = None, start_from: str | None = No
         for stage in STAGES:
             if token in (stage, stage[:2], stage[3:], str(int(stage[:2]))):
                 return stage
-        raise RunError(f"Unknown stage '{token}'; valid stages: {', '.join(STAGES)}.")
+        raise ParameterError(f"Unknown stage '{token}'; valid stages: {', '.join(STAGES)}.")
 
     if only:
         wanted = {find(token) for item in only for token in str(item).split(",") if token.strip()}
@@ -142,10 +171,10 @@ def plan_run(
     valid = sorted({name for names in declared.values() for name in names})
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise RunError(f"Unknown parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(valid)}.")
-    run_name = run or values.get("run") or f"{profile}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    values["run"] = run_name
-    layout = RunLayout.for_run(run_name, values.get("outputs_dir"))
+        raise ParameterError(f"Unknown parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(valid)}.")
+    values["run"] = run or values.get("run") or f"{profile}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    values = check_parameters(values)
+    layout = RunLayout.for_run(values["run"], values.get("outputs_dir"))
     plan = [
         NotebookRun(
             stage=stage,

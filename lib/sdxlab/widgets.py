@@ -24,6 +24,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from sdxlab.sample import SCHEDULERS, GeneratedImage, Sampler, save_samples
+from sdxlab.settings.generation import DEFAULTS
 
 NO_FRONTEND_MESSAGE = (
     "Prompt playground: not shown, because this notebook is running without a live frontend (papermill, nbmake). "
@@ -78,15 +79,15 @@ class Playground:
         sampler: Sampler,
         *,
         prompt: str = "",
-        negative_prompt: str = "",
+        negative_prompt: str = DEFAULTS.negative_prompt,
         seed: int = 0,
-        steps: int = 20,
-        guidance: float = 5.0,
-        lora_scale: float = 1.0,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
+        lora_scale: float = DEFAULTS.lora_scale,
         size: tuple[int, int] | None = None,
         images: int = 1,
-        scheduler: str = "euler",
-        batch_size: int = 4,
+        scheduler: str = DEFAULTS.scheduler,
+        batch_size: int = DEFAULTS.batch_size,
         save_to: str | os.PathLike | None = None,
         max_history: int = 12,
         note: str = "",

@@ -10,7 +10,7 @@
 
 from sdxlab.capture.checks import DUPLICATE_MAX_DISTANCE, IDENTITY_MAX_DISTANCE, MIN_SHARPNESS, perceptual_hash
 from sdxlab.capture.crops import Crop, crop_box, make_crop
-from sdxlab.capture.dataset import read_metadata, write_dataset
+from sdxlab.capture.dataset import masked_previews, read_metadata, write_dataset
 from sdxlab.capture.decode import Photo, UnreadablePhoto, decode_photo, load_photo
 from sdxlab.capture.pipeline import analyse_photos, capture_photos
 from sdxlab.capture.results import CaptureResult, CaptureSettings, DatasetEntry, PhotoResult
@@ -41,6 +41,7 @@ __all__ = [
     "in_jupyter_frontend",
     "load_photo",
     "make_crop",
+    "masked_previews",
     "perceptual_hash",
     "read_metadata",
     "save_uploads",

@@ -77,3 +77,21 @@ def read_metadata(dataset_dir: str | os.PathLike) -> list[dict]:
     """The rows of a dataset's metadata.jsonl (what the trainer reads)."""
     lines = (Path(dataset_dir) / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def masked_previews(dataset_dir: str | os.PathLike, limit: int = 12) -> tuple[list, list[str]]:
+    """What the trainer sees: the first `limit` crops, each seen through its face mask, and their captions.
+
+    A pixel keeps its brightness where the mask weighs the loss 1.0 (the face) and is dimmed to the mask's
+    weight elsewhere (black where a pixel does not count at all).
+    """
+    from PIL import Image
+
+    folder = Path(dataset_dir)
+    rows = read_metadata(folder)[:limit]
+    previews = []
+    for row in rows:
+        with Image.open(folder / row["file_name"]) as image, Image.open(folder / row["mask_file"]) as mask:
+            crop = image.convert("RGB")
+            previews.append(Image.composite(crop, Image.new("RGB", crop.size, "black"), mask.convert("L")))
+    return previews, [row["text"] for row in rows]

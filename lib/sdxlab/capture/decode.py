@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sdxlab.capture.sources import PhotoSource
+from sdxlab.capture.sources import PhotoSource, TooLarge
 
 # Above this many pixels a JPEG is decoded at 1/2, 1/4 or 1/8 scale (a 50 MP photo becomes 12.5 MP); the
 # face crop of a selfie still has far more pixels than the training resolution needs.
@@ -166,6 +166,8 @@ def load_photo(source: PhotoSource | str | os.PathLike) -> Photo:
         source = PhotoSource(path.name, path)
     try:
         data = source.read_bytes()
+    except TooLarge as error:
+        raise UnreadablePhoto(str(error)) from None
     except OSError as error:
         raise UnreadablePhoto(f"could not be read ({_first_line(error)})") from None
     return decode_photo(data, source.suffix)

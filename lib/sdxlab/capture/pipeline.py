@@ -11,6 +11,7 @@ to do, and the capture goes on with the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -35,6 +36,9 @@ THUMBNAIL_SIDE = 320  # contact-sheet thumbnails (and the perceptual hash, which
 def analyse_photo(source: PhotoSource, settings: CaptureSettings) -> PhotoResult:
     """Decode, detect, measure and crop one input; problems become rejections, never exceptions."""
     result = PhotoResult(source=source, keep_anyway=source.matches(set(settings.keep_anyway)))
+    if source.refused:
+        result.reject("unsafe_name", source.refused)
+        return result
     try:
         photo = load_photo(source)
     except UnreadablePhoto as problem:
@@ -215,10 +219,10 @@ def analyse_photos(
     from tqdm.auto import tqdm
 
     settings = settings or CaptureSettings()
-    for key, value in overrides.items():
-        if not hasattr(settings, key):
-            raise TypeError(f"Unknown capture setting {key!r}.")
-        setattr(settings, key, value)
+    unknown = sorted(set(overrides) - {item.name for item in dataclasses.fields(settings)})
+    if unknown:
+        raise TypeError(f"Unknown capture setting(s) {', '.join(unknown)}.")
+    settings = dataclasses.replace(settings, **overrides)  # checked again, and the caller's settings stay as they were
     photos_dir = Path(photos_dir)
     sources = find_photos(photos_dir)
     photos = [analyse_photo(source, settings) for source in tqdm(sources, desc="photos", unit="photo", disable=not progress)]

@@ -6,61 +6,26 @@ the person looks at (`report()`, `messages()`, `captions()`) and edits (`set_cap
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from sdxlab import faces
-from sdxlab.capture import checks
-from sdxlab.capture.crops import CROP_SCALE, Crop
+from sdxlab.capture.crops import Crop
+from sdxlab.capture.settings import DEFAULT_CAPTION, CaptionHook, CaptureSettings
 from sdxlab.capture.sources import PhotoSource
 from sdxlab.faces import Face
 
-DEFAULT_CAPTION = "a photo of {subject_token} {class_word}"
+__all__ = ["DEFAULT_CAPTION", "CaptionHook", "CaptureResult", "CaptureSettings", "DatasetEntry", "PhotoResult"]
+
 # Checks a person may overrule with keep_anyway; without a readable photo and a face there is nothing to crop.
 OVERRIDABLE = {"group_photo", "face_too_small", "blurry", "exposure", "duplicate", "different_person"}
-
-CaptionHook = Callable[[Image.Image, str], "str | None"]
-
-
-@dataclass
-class CaptureSettings:
-    """Every knob of the capture stage, with the defaults the notebook documents."""
-
-    resolution: int = 1024  # side of the square training images
-    subject_token: str = "sks"
-    class_word: str = "person"
-    caption_template: str = DEFAULT_CAPTION
-    caption_hook: CaptionHook | None = None  # (crop, source name) -> description or caption, e.g. a captioning model
-    captions_override: dict[str, str] = field(default_factory=dict)  # source or output name -> caption
-    keep_anyway: list[str] = field(default_factory=list)  # files to keep despite an overridable rejection
-    min_photos: int = 8  # fewer usable photos than this stops the capture
-    min_photo_side: int = 256  # shorter side below this: a thumbnail, not a photo
-    max_upscale: float = 2.0  # a crop may be enlarged at most this much to reach the resolution
-    crop_scale: float = CROP_SCALE  # crop side / face width (3: head and shoulders)
-    loose_crop: bool = False  # also keep a looser crop of every photo, for variety
-    background_weight: float = 0.5  # mask value outside the face (loss weight), face = 1.0
-    min_sharpness: float = checks.MIN_SHARPNESS
-    exposure_range: tuple[float, float] = checks.EXPOSURE_RANGE
-    max_clipped: float = checks.MAX_CLIPPED_FRACTION
-    duplicate_max_distance: int = checks.DUPLICATE_MAX_DISTANCE
-    identity_max_distance: float = checks.IDENTITY_MAX_DISTANCE
-    prominent_face_ratio: float = checks.PROMINENT_FACE_RATIO
-    face_min_score: float = faces.MIN_FACE_SCORE
-    face_upsample: int = 1
-    face_detector: str = "hog"  # "hog" (fast) or "cnn" (better on turned faces, slow on a CPU)
-    face_confirm: bool = True  # confirm HOG's deciding faces with the CNN detector (drops patches, posters)
-
-    def default_caption(self) -> str:
-        return self.caption_template.format(subject_token=self.subject_token, class_word=self.class_word)
 
 
 @dataclass
 class Rejection:
-    check: str  # unreadable, too_small, no_face, group_photo, face_too_small, blurry, exposure, duplicate, different_person
+    check: str  # unsafe_name, unreadable, too_small, no_face, group_photo, face_too_small, blurry, exposure, duplicate, different_person
     sentence: str  # one sentence naming the file and what to do
 
 

@@ -20,6 +20,10 @@ class CaptureError(RuntimeError):
     """Capture cannot go on (no photos, too few usable ones); the message says what to do."""
 
 
+class TooLarge(OSError):
+    """A file far larger than any photo; str() is the whole sentence after the file's name, with advice."""
+
+
 @dataclass(frozen=True)
 class PhotoSource:
     """One input file: a file on disk, or a member of a zip archive."""
@@ -27,6 +31,7 @@ class PhotoSource:
     name: str  # how the report names it: the path relative to the input (zip members as "photos.zip/IMG_1.jpg")
     path: Path  # the file on disk (the archive, for zip members)
     member: str | None = None  # the member's name inside the archive
+    refused: str | None = None  # why it is skipped without being read (a zip member named outside the archive)
 
     @property
     def suffix(self) -> str:
@@ -43,7 +48,11 @@ class PhotoSource:
         """The file's bytes (read only; refused above MAX_FILE_BYTES so a stray video cannot fill memory)."""
         size = self.size_bytes
         if size > MAX_FILE_BYTES:
-            raise OSError(f"is {size / 1e6:.0f} MB, too large for a photo")
+            where = "the zip" if self.member else "the folder"
+            raise TooLarge(
+                f"is {size / 1e6:.0f} MB, more than the {MAX_FILE_BYTES / 1e6:.0f} MB limit for one photo, so it was "
+                f"not read; if it is a photo, export it as a JPEG (phone photos are 2-10 MB), otherwise remove it "
+                f"from {where}")
         if self.member is None:
             with open(self.path, "rb") as handle:
                 return handle.read()
@@ -60,13 +69,32 @@ def _is_skipped(relative: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts) or parts[-1] in SYSTEM_FILES
 
 
+def unsafe_member(member: str) -> str | None:
+    """Why a zip member's name points outside the archive (an absolute path, a `..` part), else None."""
+    parts = member.replace("\\", "/").split("/")
+    if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
+        return "is stored under an absolute path"
+    if ".." in parts:
+        return "has '..' in its path, which points outside the archive"
+    return None
+
+
 def _zip_members(archive_path: Path, display: str) -> list[PhotoSource]:
     try:
         with zipfile.ZipFile(archive_path) as archive:
             members = [info.filename for info in archive.infolist() if not info.is_dir()]
     except (zipfile.BadZipFile, OSError):
         return [PhotoSource(display, archive_path)]  # decoding will report it as unreadable, naming the file
-    return [PhotoSource(f"{display}/{member}", archive_path, member) for member in sorted(members) if not _is_skipped(member)]
+    sources = []
+    for member in sorted(members):
+        problem = unsafe_member(member)
+        if problem:  # never read, but reported: a file must not vanish from the report
+            sources.append(PhotoSource(f"{display}/{member}", archive_path, member, refused=(
+                f"was skipped without being read: inside the zip it {problem} (how a zip smuggles files out of "
+                "the folder it is unpacked into); if it is your photo, re-create the zip from the photos themselves")))
+        elif not _is_skipped(member):
+            sources.append(PhotoSource(f"{display}/{member}", archive_path, member))
+    return sources
 
 
 def find_photos(photos: str | os.PathLike) -> list[PhotoSource]:

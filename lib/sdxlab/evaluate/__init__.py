@@ -50,8 +50,11 @@ summary.json keys (stable):
     created, run, samples_dir, dataset_dir, clip_model
     images          number of images evaluated
     notes           every message about skipped metrics or bad input, in plain sentences
-    calibration     training_faces, ceiling / ceiling_nearest / floor / floor_nearest ({mean, low, high, count};
-                    low/high are the 10th/90th percentiles), floor_source, copy_threshold, notes
+    calibration     training_faces (training images with a face), training_photos (the source photos they
+                    were cropped from: a main and a loose crop of one photo count once), ceiling /
+                    ceiling_nearest (one value per source photo, leave-one-photo-out) / floor / floor_nearest
+                    ({mean, low, high, count}; low/high are the 10th/90th percentiles), floor_source,
+                    strangers (other people's faces the floor is made of: every one found), copy_threshold, notes
     overall, per_prompt, per_lora_scale, per_checkpoint
                     group statistics; per_* map a prompt / scale ("0.8", "none") / checkpoint label to them,
                     and per_checkpoint entries also carry "step". Group statistics:
@@ -76,6 +79,7 @@ from sdxlab.evaluate.report import (
     compare_runs,
     evaluate_folder,
     evaluate_run,
+    headline_figures,
 )
 from sdxlab.evaluate.scorers import (
     ClipAlignmentScorer,
@@ -91,7 +95,8 @@ __all__ = [
     "CALIBRATION_KEYS", "DEFAULT_CLIP_MODEL", "GROUP_KEYS", "PER_IMAGE_COLUMNS", "SUMMARY_KEYS", "TINY_CLIP",
     "Calibration", "ClipAlignmentScorer", "ClipModel", "Evaluation", "IdentityReference", "LikenessScorer",
     "LikenessUnavailable", "RunComparison", "Scorer", "available_scorers", "calibrate", "compare_runs",
-    "evaluate_folder", "evaluate_run", "find_samples", "group_photo_faces", "group_photo_path", "intent_text",
+    "evaluate_folder", "evaluate_run", "find_samples", "group_photo_faces", "group_photo_path", "headline_figures",
+    "intent_text",
     "load_clip", "make_scorer", "other_people", "parse_a1111_parameters", "read_face", "register_scorer",
     "tiny_clip", "training_photos",
 ]

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -168,6 +169,10 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
         (negative_lines if target is negative_lines else prompt_lines).append(line)
     result: dict[str, Any] = dict(settings)
     result["prompt"] = "\n".join(prompt_lines).strip() or None
+    appended = re.search(rf"\s*{LORA_TAG.pattern}\s*\Z", result["prompt"] or "", re.IGNORECASE)
+    if appended and settings.get("Lora") and settings.get("Version", "").startswith("sdxlab"):
+        # sdxlab appends the LoRA's tag for AUTOMATIC1111; the prompt it drew with is the text before it
+        result["prompt"] = result["prompt"][: appended.start()].strip() or None
     result["negative_prompt"] = "\n".join(negative_lines).strip() or None
     result["seed"] = _int(settings.get("Seed"))
     scale = _float(settings.get("Lora scale") or settings.get("LoRA scale") or settings.get("Lora weight"))
@@ -259,6 +264,28 @@ def training_photos(dataset_dir: str | Path | None) -> tuple[list[Path], list[st
     if not paths:
         notes.append(f"No images in the training set {folder}; likeness is skipped (the other metrics still run).")
     return paths, notes
+
+
+def photo_sources(paths: Sequence[str | Path]) -> list[str]:
+    """The source photo each training image was cropped from, as 01_capture's `metadata.jsonl` names it.
+
+    With `capture_loose_crop=True` two crops (main and loose) come from one photo and share its `source`;
+    likeness and copy detection count them as one photo. An image without a metadata row is its own source.
+    """
+    resolved = [Path(path).resolve() for path in paths]
+    by_file: dict[Path, str] = {}
+    for folder in {path.parent for path in resolved} | {path.parent.parent for path in resolved}:
+        metadata = folder / "metadata.jsonl"
+        if not metadata.is_file():
+            continue
+        for line in metadata.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("file_name") and row.get("source"):
+                by_file[(folder / row["file_name"]).resolve()] = str(row["source"])
+    return [by_file.get(path, str(path)) for path in resolved]
 
 
 # --- small parsers --------------------------------------------------------------------------------------------

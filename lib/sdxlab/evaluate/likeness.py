@@ -8,7 +8,13 @@ A raw cosine means little to a reader (two strangers are often above 0.8), so it
 
 - ceiling: each training photo against the centroid of the *other* training photos (leave-one-out): how
   similar the person's own selfies are to the rest of the set, which is as good as a generated face can hope for;
-- floor: other people's faces against the same centroid: what "not this person" scores.
+- floor: other people's faces against the same centroid: what "not this person" scores. Every stranger found
+  counts, also one that dlib would call a look-alike: dropping the closest strangers would lower the floor and
+  flatter every position.
+
+Crops of one source photo (01_capture's main and loose crop share `source` in metadata.jsonl) count as one
+photo: the centroid weighs every photo once, and "the other photos" of the leave-one-out ceiling never include
+another crop of the same picture (that would be the same face, not another selfie).
 
 `position = (similarity - floor mean) / (ceiling mean - floor mean)`: 0 looks like a stranger, 1 looks like
 another of the person's selfies (values outside 0..1 happen and are kept).
@@ -101,16 +107,19 @@ def cosine_rows(embeddings: np.ndarray, other: np.ndarray) -> np.ndarray:
 class IdentityReference:
     """The person's identity: one descriptor per training photo in which a face was found."""
 
-    embeddings: np.ndarray  # (photos, 128)
+    embeddings: np.ndarray  # (images, 128)
     files: list[str]
     notes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # per image, the photo it was cropped from; [] = each its own
 
     @classmethod
-    def from_photos(cls, paths: Sequence[Path], upsample: int = 1) -> IdentityReference:
+    def from_photos(cls, paths: Sequence[Path], upsample: int = 1,
+                    sources: Sequence[str] | None = None) -> IdentityReference:
+        """Descriptors of the faces in `paths`; `sources` (one per path) groups crops of one photo."""
         from sdxlab.evaluate.inputs import open_rgb
 
-        embeddings, files, without_face, notes = [], [], [], []
-        for path in paths:
+        embeddings, files, kept_sources, without_face, notes = [], [], [], [], []
+        for index, path in enumerate(paths):
             image, problem = open_rgb(Path(path))
             if image is None:
                 notes.append(problem)
@@ -121,6 +130,7 @@ class IdentityReference:
                 continue
             embeddings.append(reading.embedding)
             files.append(Path(path).name)
+            kept_sources.append(str(sources[index]) if sources is not None else str(path))
         if without_face:
             notes.append(f"No face found in {len(without_face)} training photo(s) ({', '.join(without_face[:4])}"
                          f"{', ...' if len(without_face) > 4 else ''}); they do not count for likeness.")
@@ -129,27 +139,52 @@ class IdentityReference:
                 f"No face was found in any of the {len(paths)} training photo(s), so likeness cannot be measured; "
                 "check that evaluate_dataset_dir holds the person's photos (01_capture's dataset/)."
             )
-        return cls(np.stack(embeddings), files, notes)
+        return cls(np.stack(embeddings), files, notes, kept_sources)
+
+    @property
+    def photo_index(self) -> np.ndarray:
+        """For each descriptor, the number of the source photo it comes from (0, 1, ...; crops of one photo share it)."""
+        keys = self.sources if len(self.sources) == len(self.embeddings) else [str(i) for i in range(len(self))]
+        numbers: dict[str, int] = {}
+        return np.array([numbers.setdefault(key, len(numbers)) for key in keys], dtype=int)
+
+    @property
+    def photos(self) -> int:
+        """How many different source photos the descriptors come from."""
+        return len(set(self.photo_index.tolist()))
+
+    def _photo_means(self) -> np.ndarray:
+        index = self.photo_index
+        return np.stack([self.embeddings[index == photo].mean(axis=0) for photo in range(index.max() + 1)])
 
     @property
     def centroid(self) -> np.ndarray:
-        return self.embeddings.mean(axis=0)
+        """The person's identity: the mean descriptor, each source photo weighing once."""
+        return self._photo_means().mean(axis=0)
 
     def __len__(self) -> int:
         return len(self.embeddings)
 
     def leave_one_out(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each photo's similarity to the centroid of the others, and to its nearest other photo."""
-        count = len(self)
+        """Per source photo: its similarity to the centroid of the *other* photos, and to its nearest other photo.
+
+        A photo with several crops gets the mean over its crops. Crops of the same photo are never each
+        other's "other photo". Empty with fewer than two source photos.
+        """
+        index = self.photo_index
+        count = index.max() + 1 if len(index) else 0
         if count < 2:
             return np.zeros(0), np.zeros(0)
-        to_centroid = np.array([
-            cosine_rows(self.embeddings[i], (self.embeddings.sum(axis=0) - self.embeddings[i]) / (count - 1))
-            for i in range(count)
-        ])
+        means = self._photo_means()
         pairwise = cosine_rows(self.embeddings, self.embeddings)
-        np.fill_diagonal(pairwise, -np.inf)
-        return to_centroid, pairwise.max(axis=1)
+        pairwise[index[:, None] == index[None, :]] = -np.inf
+        to_centroid, nearest = [], []
+        for photo in range(count):
+            crops = index == photo
+            others = np.delete(means, photo, axis=0).mean(axis=0)
+            to_centroid.append(float(cosine_rows(self.embeddings[crops], others).mean()))
+            nearest.append(float(pairwise[crops].max(axis=1).mean()))
+        return np.array(to_centroid), np.array(nearest)
 
 
 @dataclass
@@ -186,6 +221,11 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def strangers(self) -> int:
+        """How many other people's faces the floor is made of."""
+        return len(self.floor.values)
+
+    @property
     def known(self) -> bool:
         return bool(self.ceiling.values) and bool(self.floor.values) and self.ceiling.mean > self.floor.mean
 
@@ -199,25 +239,28 @@ class Calibration:
         return {
             "ceiling": self.ceiling.to_dict(), "ceiling_nearest": self.ceiling_nearest.to_dict(),
             "floor": self.floor.to_dict(), "floor_nearest": self.floor_nearest.to_dict(),
-            "floor_source": self.floor_source, "notes": list(self.notes),
+            "floor_source": self.floor_source, "strangers": self.strangers, "notes": list(self.notes),
         }
 
 
 def calibrate(reference: IdentityReference, others: np.ndarray, floor_source: str) -> Calibration:
-    """The ceiling from the training photos (leave-one-out) and the floor from other people's descriptors."""
+    """The ceiling from the training photos (leave-one-photo-out) and the floor from every other person's descriptor."""
     notes = []
     to_centroid, nearest = reference.leave_one_out()
     if len(reference) < 2:
         notes.append("Only one training photo has a face, so there is no leave-one-out ceiling; likeness is "
                      "reported raw, without a position between floor and ceiling.")
+    elif reference.photos < 2:
+        notes.append(f"All {len(reference)} training images with a face are crops of one photo, so there is no "
+                     "leave-one-out ceiling; likeness is reported raw, without a position between floor and ceiling.")
     others = np.asarray(others, dtype=np.float64).reshape(-1, reference.embeddings.shape[1]) if len(others) else np.zeros((0, 128))
     if len(others):
         distances = np.linalg.norm(others - reference.centroid, axis=1)
-        own = distances < faces.SAME_PERSON_DISTANCE
-        if own.any():
-            notes.append(f"{int(own.sum())} face(s) in the other-people set look like the person "
-                         f"(identity distance < {faces.SAME_PERSON_DISTANCE}) and were left out of the floor.")
-            others = others[~own]
+        close = int((distances < faces.SAME_PERSON_DISTANCE).sum())
+        if close:  # kept: leaving the closest strangers out would lower the floor and flatter every position
+            notes.append(f"{close} of the {len(others)} other people's faces are within identity distance "
+                         f"{faces.SAME_PERSON_DISTANCE} of the person (dlib would call them the same person); they "
+                         "still count for the floor. If the other-people photos show the person, remove those.")
     if not len(others):
         notes.append("Floor unknown: no other people's faces were available, so likeness is reported raw, without "
                      "a position between floor and ceiling; pass evaluate_other_people_dir to set one.")

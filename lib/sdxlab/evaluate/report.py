@@ -23,7 +23,7 @@ from sdxlab import files
 from sdxlab.evaluate.clip import DEFAULT_CLIP_MODEL
 from sdxlab.evaluate.copying import CopyCheck, check_copies
 from sdxlab.evaluate.diversity import mean_distance_within_groups
-from sdxlab.evaluate.inputs import checkpoint_step, find_samples, open_rgb, training_photos
+from sdxlab.evaluate.inputs import checkpoint_step, find_samples, open_rgb, photo_sources, training_photos
 from sdxlab.evaluate.likeness import POSE_FEATURES, Calibration, LikenessUnavailable, compare, read_face
 from sdxlab.evaluate.scorers import ClipAlignmentScorer, LikenessScorer, intent_text
 from sdxlab.layout import RunLayout
@@ -46,8 +46,8 @@ GROUP_KEYS = (
     "images", "faces_found", "face_found_rate", "likeness_mean", "likeness_nearest_mean", "likeness_position_mean",
     "identity_match_rate", "clip_t_mean", "clip_diversity", "pose_diversity", "copies",
 )
-CALIBRATION_KEYS = ("training_faces", "ceiling", "ceiling_nearest", "floor", "floor_nearest", "floor_source",
-                    "copy_threshold", "notes")
+CALIBRATION_KEYS = ("training_faces", "training_photos", "ceiling", "ceiling_nearest", "floor", "floor_nearest",
+                    "floor_source", "strangers", "copy_threshold", "notes")
 RANDOM_IMAGES_NOTE = ("The images come from a tiny random-weight model: every number here proves the plumbing "
                       "works, none says anything about quality.")
 RANDOM_CLIP_NOTE = ("CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
@@ -202,7 +202,8 @@ def evaluate_folder(
     clip_meaningful = clip_scorer.meaningful if clip_scorer is not None else None
     summary = build_summary(
         frame, notes=notes, calibration=likeness.calibration if likeness else None,
-        training_faces=len(likeness.reference) if likeness else 0, copy_threshold=copies.threshold,
+        training_faces=len(likeness.reference) if likeness else 0,
+        training_photos=likeness.reference.photos if likeness else 0, copy_threshold=copies.threshold,
         random_images=random_images, clip_meaningful=clip_meaningful,
         clip_model=clip_model if clip_scorer is not None else None, run=run, samples_dir=found.folder,
         dataset_dir=dataset_dir,
@@ -244,12 +245,14 @@ def _clip_scorer(clip_model: str, device: str, subject_token, class_word: str, n
 
 def _copy_check(clip_scorer: ClipAlignmentScorer, embeddings: np.ndarray, dataset_dir, notes: list[str]) -> CopyCheck:
     paths, _ = training_photos(dataset_dir) if dataset_dir is not None else ([], [])
-    photos = [(path.name, image) for path in paths for image in [open_rgb(path)[0]] if image is not None]
-    if len(photos) < 2:
+    photos = [(path.name, image, source) for path, source in zip(paths, photo_sources(paths), strict=True)
+              for image in [open_rgb(path)[0]] if image is not None]
+    if len({source for _, _, source in photos}) < 2:
         notes.append("Copy detection needs at least two training photos; no image was checked for copying.")
-    training = clip_scorer.clip.embed_images([image for _, image in photos])
-    mirrored = clip_scorer.clip.embed_images([ImageOps.mirror(image) for _, image in photos])
-    return check_copies(embeddings, training, mirrored, [name for name, _ in photos])
+    training = clip_scorer.clip.embed_images([image for _, image, _ in photos])
+    mirrored = clip_scorer.clip.embed_images([ImageOps.mirror(image) for _, image, _ in photos])
+    return check_copies(embeddings, training, mirrored, [name for name, _, _ in photos],
+                        [source for _, _, source in photos])
 
 
 def combined_score(frame: pd.DataFrame) -> pd.Series:
@@ -265,6 +268,32 @@ def combined_score(frame: pd.DataFrame) -> pd.Series:
     if not parts:
         return pd.Series(np.nan, index=frame.index)
     return pd.concat(parts, axis=1).mean(axis=1)
+
+
+def headline_figures(evaluation: Evaluation) -> dict[str, Any]:
+    """The figures 04_evaluate records at its end (plain JSON values; None where not measured).
+
+    From summary.json: the images and faces, the mean likeness (raw and calibrated), the share recognised,
+    the mean CLIP-T, the copy flags, and what the calibration stood on (training photos, strangers).
+    """
+    summary = evaluation.summary or {}
+    overall, calibration = summary.get("overall", {}), summary.get("calibration", {})
+    return {
+        "images": summary.get("images", 0),
+        "meaningful_images": summary.get("meaningful", {}).get("images"),  # False: tiny random-weight model
+        "meaningful_clip": summary.get("meaningful", {}).get("clip"),  # False: tiny CLIP, None: alignment skipped
+        "faces_found": overall.get("faces_found", 0),
+        "likeness_mean": overall.get("likeness_mean"),
+        "likeness_position_mean": overall.get("likeness_position_mean"),
+        "identity_match_rate": overall.get("identity_match_rate"),
+        "clip_t_mean": overall.get("clip_t_mean"),
+        "copies": overall.get("copies"),
+        "training_faces": calibration.get("training_faces"),
+        "training_photos": calibration.get("training_photos"),
+        "strangers": calibration.get("strangers"),
+        "ceiling_mean": (calibration.get("ceiling") or {}).get("mean"),
+        "floor_mean": (calibration.get("floor") or {}).get("mean"),
+    }
 
 
 # --- summary --------------------------------------------------------------------------------------------------
@@ -303,14 +332,16 @@ def _scale_key(value: Any) -> str:
 
 def build_summary(frame: pd.DataFrame, *, notes: list[str], calibration: Calibration | None, training_faces: int,
                   copy_threshold: float, random_images: bool, clip_meaningful: bool | None, clip_model: str | None,
-                  run: str | None, samples_dir: Path, dataset_dir) -> dict[str, Any]:
+                  run: str | None, samples_dir: Path, dataset_dir, training_photos: int | None = None) -> dict[str, Any]:
     warnings = ([RANDOM_IMAGES_NOTE] if random_images else []) + ([RANDOM_CLIP_NOTE] if clip_meaningful is False else [])
     per_checkpoint = {}
     for label, rows in frame.groupby("checkpoint", sort=False):
         step = rows["checkpoint_step"].dropna()
         per_checkpoint[str(label)] = {**group_stats(rows), "step": int(step.iloc[0]) if len(step) else None}
     calibration_dict = dict.fromkeys(CALIBRATION_KEYS)
-    calibration_dict.update({"training_faces": training_faces, "copy_threshold": copy_threshold, "notes": []})
+    calibration_dict.update({"training_faces": training_faces, "copy_threshold": copy_threshold, "notes": [],
+                             "strangers": 0,
+                             "training_photos": training_faces if training_photos is None else training_photos})
     if calibration is not None:
         calibration_dict.update(calibration.to_dict())
     summary = {

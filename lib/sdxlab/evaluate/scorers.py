@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sdxlab.evaluate.clip import DEFAULT_CLIP_MODEL, ClipModel, load_clip
-from sdxlab.evaluate.inputs import LORA_TAG, training_photos
+from sdxlab.evaluate.inputs import LORA_TAG, photo_sources, training_photos
 from sdxlab.evaluate.likeness import (
     Calibration,
     IdentityReference,
@@ -65,6 +65,41 @@ def make_scorer(name: str, **kwargs) -> Scorer:
 
 def available_scorers() -> list[str]:
     return sorted(_FACTORIES)
+
+
+class ScorerUnavailable(RuntimeError):
+    """A scorer's weights or inputs cannot be had; the message is one sentence saying why and what to do."""
+
+
+def try_make_scorer(name: str, **kwargs) -> tuple[Scorer | None, str]:
+    """`make_scorer`, or (None, "<name>: <one sentence>") when the scorer cannot be built (weights missing, no
+    network, no training faces): the caller goes on without that term and shows the sentence."""
+    from sdxlab.models import ModelLoadError
+
+    try:
+        return make_scorer(name, **kwargs), ""
+    except (ScorerUnavailable, LikenessUnavailable, ModelLoadError) as error:
+        return None, f"{name}: {error}"
+
+
+def build_scorers(specs: Mapping[str, Mapping]) -> tuple[dict[str, Scorer], list[str]]:
+    """Every scorer in `specs` ({name: kwargs}) that can be built, and one note per scorer left out."""
+    scorers, notes = {}, []
+    for name, kwargs in specs.items():
+        scorer, note = try_make_scorer(name, **dict(kwargs))
+        if scorer is None:
+            notes.append(note)
+        else:
+            scorers[name] = scorer
+    return scorers, notes
+
+
+def score_columns(scorer: Scorer, images: list[Image.Image], texts: list[str]) -> list[dict[str, object]]:
+    """One dict per image: the scorer's extra columns (`part_who`, `mood_top`, ...) when it has `columns`, and
+    always its score under its own name (NaN = the term does not apply to this text, e.g. no mood asked)."""
+    if hasattr(scorer, "columns"):
+        return [dict(row) for row in scorer.columns(images, texts)]
+    return [{scorer.name: float(value)} for value in scorer.score(images, texts)]
 
 
 # --- prompt alignment -----------------------------------------------------------------------------------------
@@ -153,7 +188,7 @@ class LikenessScorer:
         paths, notes = training_photos(dataset_dir)
         if not paths:
             raise LikenessUnavailable(" ".join(notes))
-        reference = IdentityReference.from_photos(paths, upsample)
+        reference = IdentityReference.from_photos(paths, upsample, sources=photo_sources(paths))
         reference.notes[:0] = notes
         others = other_people(other_people_dir, download=download_floor, upsample=upsample)
         calibration = calibrate(reference, others.embeddings, others.source)
@@ -176,3 +211,27 @@ class LikenessScorer:
 
 register_scorer("clip_t", lambda **kwargs: ClipAlignmentScorer(**kwargs))
 register_scorer("likeness", lambda dataset_dir, **kwargs: LikenessScorer.from_dataset(dataset_dir, **kwargs))
+
+
+@register_scorer("mood")
+def _mood(**kwargs) -> Scorer:
+    """Facial expression vs the mood words of the intent (fer's mini-Xception; see `evaluate.expression`)."""
+    from sdxlab.evaluate.expression import ExpressionScorer
+
+    return ExpressionScorer(**kwargs)
+
+
+@register_scorer("intent_parts")
+def _intent_parts(**kwargs) -> Scorer:
+    """Every part of the intent (who, where, doing, style, lighting, framing, mood) by CLIP, soft-min combined."""
+    from sdxlab.prompt_search.intent import IntentPartsScorer
+
+    return IntentPartsScorer(**kwargs)
+
+
+@register_scorer("vqa")
+def _vqa(**kwargs) -> Scorer:
+    """P(yes) to yes/no questions from the intent's parts, by a BLIP VQA model (model=hub id or folder)."""
+    from sdxlab.evaluate.vqa import VqaScorer
+
+    return VqaScorer(**kwargs)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sdxlab import files
 from sdxlab.prompt_search.objective import TOTAL, Intent, Objective
+from sdxlab.settings.generation import DEFAULTS
 
 
 class ImageGenerator(Protocol):
@@ -121,9 +122,10 @@ class ImageEvaluator:
 class SamplerGenerator:
     """Adapts `sdxlab.sample.Sampler` to the search: fixed generation settings, one picture per (prompt, seed)."""
 
-    def __init__(self, sampler, *, negative_prompt: str = "", steps: int = 30, guidance: float = 5.0,
-                 width: int | None = None, height: int | None = None, lora_scale: float = 1.0,
-                 scheduler: str = "euler", batch_size: int = 4, progress: bool = True) -> None:
+    def __init__(self, sampler, *, negative_prompt: str = DEFAULTS.negative_prompt, steps: int = DEFAULTS.steps,
+                 guidance: float = DEFAULTS.guidance, width: int | None = None, height: int | None = None,
+                 lora_scale: float = DEFAULTS.lora_scale, scheduler: str = DEFAULTS.scheduler,
+                 batch_size: int = DEFAULTS.batch_size, progress: bool = True) -> None:
         self.sampler = sampler
         self.options = {"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
                         "width": width, "height": height, "lora_scale": float(lora_scale), "scheduler": scheduler}

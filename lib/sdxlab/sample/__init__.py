@@ -8,7 +8,7 @@
 - `cuda_graphs`: an optional UNet replayed from CUDA graphs (GPU only, off by default).
 """
 
-from sdxlab.sample.checkpoints import checkpoint_loras, generate_per_checkpoint
+from sdxlab.sample.checkpoints import checkpoint_loras, generate_per_checkpoint, why_no_checkpoint_samples
 from sdxlab.sample.infotext import format_parameters, parse_parameters, read_parameters, write_png
 from sdxlab.sample.outputs import (
     CSV_COLUMNS,
@@ -27,5 +27,5 @@ __all__ = [
     "CSV_COLUMNS", "SAMPLES_CSV", "SCHEDULERS", "GeneratedImage", "Sampler", "checkpoint_grid", "checkpoint_loras",
     "fill_subject", "format_parameters", "generate_per_checkpoint",
     "lora_scale_grid", "make_scheduler", "parse_parameters", "prompt_seed_grid", "read_parameters", "read_samples",
-    "save_grid", "save_samples", "write_png",
+    "save_grid", "save_samples", "why_no_checkpoint_samples", "write_png",
 ]

@@ -77,3 +77,12 @@ def generate_per_checkpoint(
 def _embeddings_next_to(lora_file: Path) -> Path | None:
     candidate = lora_file.with_name(f"{lora_file.stem.removesuffix('_kohya')}_emb.safetensors")
     return candidate if candidate.is_file() else None
+
+
+def why_no_checkpoint_samples(sampler: Sampler, lora_file: str | Path | None, which: str | Sequence[str] | None) -> str:
+    """Why 03_sample drew nothing over training (`lora_file`: the notebook's `sample_lora_file`), for its note."""
+    if not sampler.lora:
+        return "no LoRA is loaded"
+    if lora_file:
+        return "sample_lora_file replaces the run's LoRA"
+    return "the run has no training checkpoints" if which else "sample_checkpoints is empty"

@@ -26,10 +26,12 @@ import torch
 
 from sdxlab.layout import RunLayout, resolve_path
 from sdxlab.models import DEFAULT_MODEL, PICKLE_SUFFIXES, ModelLoadError, load_pipeline, resolve_model
+from sdxlab.sample.infotext import lora_short_hash, model_short_hash
 from sdxlab.sample.prompts import fill_subject
+from sdxlab.settings.generation import DEFAULTS, SCHEDULER_NAMES
 
 ADAPTER_NAME = "subject"  # the peft adapter name the Sampler gives the LoRA it loads
-SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras")
+SCHEDULERS = SCHEDULER_NAMES  # declared with the generation settings (sdxlab.settings.generation)
 CHECKPOINT_FOLDER = re.compile(r"^step_\d+$")
 
 ProgressCallback = Callable[[int, int], None]  # (denoising steps done, steps in total) over the whole call
@@ -50,6 +52,8 @@ class LoraState:
     path: Path
     label: str  # what images record as lora_file: relative to the run folder when inside it
     checkpoint: str  # "final", or the training checkpoint's folder name ("step_000100")
+    a1111_name: str = ""  # the name AUTOMATIC1111 and ComfyUI know it by (`<lora:NAME:w>`), see `a1111_lora_file`
+    a1111_hash: str = ""  # A1111's short hash of that file (`Lora hashes`)
     fused_scale: float | None = None
     originals: dict[Any, torch.Tensor] = field(default_factory=dict)
 
@@ -159,7 +163,9 @@ class Sampler:
             except (ValueError, KeyError, RuntimeError) as error:
                 raise ModelLoadError(f"Could not load the LoRA {path} ({type(error).__name__}: {_first_line(error)}); "
                                      "is it an SDXL LoRA for this base model?") from error
-        self.lora = LoraState(path=path, label=self._label(path), checkpoint=_checkpoint_name(path))
+        shared = a1111_lora_file(path)
+        self.lora = LoraState(path=path, label=self._label(path), checkpoint=_checkpoint_name(path),
+                              a1111_name=shared.stem, a1111_hash=lora_short_hash(shared))
 
     def unload_lora(self) -> None:
         """Take the LoRA out of the pipeline (the base model stays loaded)."""
@@ -200,14 +206,14 @@ class Sampler:
         prompts: Sequence[str],
         seeds: Sequence[int],
         *,
-        negative_prompt: str = "",
-        steps: int = 30,
-        guidance: float = 5.0,
+        negative_prompt: str = DEFAULTS.negative_prompt,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
         width: int | None = None,
         height: int | None = None,
-        lora_scale: float = 1.0,
-        scheduler: str = "euler",
-        batch_size: int = 1,
+        lora_scale: float = DEFAULTS.lora_scale,
+        scheduler: str = DEFAULTS.scheduler,
+        batch_size: int = DEFAULTS.batch_size,
         callback: ProgressCallback | None = None,
         progress: bool = True,
     ) -> list[GeneratedImage]:
@@ -228,14 +234,14 @@ class Sampler:
         self,
         pairs: Sequence[tuple[str, int]],
         *,
-        negative_prompt: str = "",
-        steps: int = 30,
-        guidance: float = 5.0,
+        negative_prompt: str = DEFAULTS.negative_prompt,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
         width: int | None = None,
         height: int | None = None,
-        lora_scale: float = 1.0,
-        scheduler: str = "euler",
-        batch_size: int = 1,
+        lora_scale: float = DEFAULTS.lora_scale,
+        scheduler: str = DEFAULTS.scheduler,
+        batch_size: int = DEFAULTS.batch_size,
         callback: ProgressCallback | None = None,
         progress: bool = True,
     ) -> list[GeneratedImage]:
@@ -300,7 +306,19 @@ class Sampler:
         return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, "steps": steps,
                 "guidance": float(guidance), "width": width, "height": height, "scheduler": scheduler,
                 "lora_scale": lora_scale, "lora_file": self.lora.label if self.lora else "",
-                "checkpoint": self.lora.checkpoint if self.lora else "", "model": self.model}
+                "checkpoint": self.lora.checkpoint if self.lora else "", "model": self.model,
+                # for AUTOMATIC1111 and ComfyUI (see sdxlab.sample.infotext)
+                "lora_name": self.lora.a1111_name if self.lora else None,
+                "lora_hash": self.lora.a1111_hash if self.lora else None, "model_hash": self.model_hash}
+
+    @property
+    def model_hash(self) -> str | None:
+        """A1111's short hash of the base model when it is one checkpoint file (computed once), else None."""
+        if not hasattr(self, "_model_hash"):
+            path = Path(resolve_model(self.model)).expanduser() if self.model else None
+            single_file = path is not None and path.is_file() and path.suffix.lower() in {".safetensors", *PICKLE_SUFFIXES}
+            self._model_hash = model_short_hash(path) if single_file else None
+        return self._model_hash
 
     def _checked_size(self, width: int | None, height: int | None) -> tuple[int, int]:
         native_width, native_height = self.native_size
@@ -468,6 +486,13 @@ def _lora_path(layout: RunLayout, config: dict[str, Any], lora_file: str | os.Pa
     if config.get("lora_file"):
         return _in_lora_folder(layout, config["lora_file"])
     return None
+
+
+def a1111_lora_file(path: Path) -> Path:
+    """The file AUTOMATIC1111 would load for this LoRA: the kohya-layout file (`<name>_kohya.safetensors`) that
+    02_train writes next to its diffusers file (same weights, keys A1111 maps), otherwise the file itself."""
+    kohya = path.with_name(f"{path.stem}_kohya.safetensors")
+    return kohya if not path.stem.endswith("_kohya") and kohya.is_file() else path
 
 
 def _checkpoint_name(path: Path) -> str:

@@ -14,13 +14,17 @@ import argparse
 import sys
 
 from sdxlab.layout import RunLayout
-from sdxlab.run import RunError, load_profile, parse_override
+from sdxlab.run import RunError, check_parameters, load_profile, parse_override
+from sdxlab.settings import SettingsError
+from sdxlab.settings.stages import help_text
 from sdxlab.train import TrainConfig, TrainError, TrainingInterrupted, train
 from sdxlab.train.config import COMMON_PARAMETERS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdxlab.train", description="sdxlab: train a DreamBooth LoRA")
+    parser = argparse.ArgumentParser(prog="python -m sdxlab.train", description="sdxlab: train a DreamBooth LoRA",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=help_text(["02_train"]))
     parser.add_argument("--profile", default="demo", help="parameter profile from env/profiles/ (default: demo)")
     parser.add_argument("--run", help="run folder under outputs/ whose dataset/ to train on (or -p run=NAME)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -31,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         run = args.run or values.get("run")
         if not run:
             raise RunError("Name the run whose dataset/ to train on: --run NAME (or -p run=NAME).")
-        layout = RunLayout.for_run(run, values.get("outputs_dir"))
         wanted = {k: v for k, v in values.items() if k in COMMON_PARAMETERS or k.startswith("train_")}
+        checked = check_parameters({**wanted, "run": run, "outputs_dir": values.get("outputs_dir")})
+        layout = RunLayout.for_run(checked["run"], checked["outputs_dir"])
+        wanted = {k: checked[k] for k in wanted}
         config = TrainConfig.from_notebook_parameters(wanted, dataset_dir=layout.dataset, output_dir=layout.lora)
         result = train(config)
-    except (RunError, TrainError, TrainingInterrupted) as error:
+    except (RunError, SettingsError, TrainError, TrainingInterrupted) as error:
         print(f"sdxlab.train: {error}", file=sys.stderr)
         return 1
     if result is not None:  # the main process
