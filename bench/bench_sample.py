@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed calls in a row per variant and round (default: 3 on CPU, 2 on GPU; 2 rounds)")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the CUDA-graph UNet (CUDA only)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    parser.add_argument("--variants", type=lambda text: [v.strip() for v in text.split(",") if v.strip()], default=None,
+                        help="besides stock, only these: fused, unfused, graphs (comma-separated; default: all)")
     parser.add_argument("--results", type=Path, default=RESULTS_FILE)
     return parser.parse_args(argv)
 
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for batch in args.batches:
         calls = {"stock StableDiffusionXLPipeline (LoRA loaded, unfused)": (None, False)}
-        calls.update({label: (fuse, graphs) for label, fuse, graphs in variants(args.cuda_graphs and on_gpu)})
+        calls.update({label: (fuse, graphs) for label, fuse, graphs in variants(args.cuda_graphs and on_gpu)
+                      if not args.variants or variant_id(fuse, graphs) in args.variants})
         seconds = measure_interleaved(sampler, calls, batch, args.steps, resolution, repeats, on_gpu)
         stock = seconds[next(iter(calls))]
         figures += [row(label, batch, value, stock) for label, value in seconds.items()]
@@ -100,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         results.write(json.dumps(record) + "\n")
     print(f"Appended to {args.results}.")
     return 0
+
+
+def variant_id(fuse: bool, graphs: bool) -> str:
+    return "graphs" if graphs else ("fused" if fuse else "unfused")
 
 
 def variants(with_cuda_graphs: bool) -> list[tuple[str, bool, bool]]:
@@ -161,18 +169,26 @@ def measure_interleaved(sampler: Sampler, calls: dict, batch: int, steps: int, r
     CUDA graphs once), then `repeats` timed calls in a row; taking turns spreads a busy spell over all variants.
     """
     timings: dict[str, list[float]] = {label: [] for label in calls}
+    failed: dict[str, str] = {}
     for _ in range(rounds):
         for label, (fuse, graphs) in calls.items():
-            for repeat in range(repeats + 1):
-                if on_gpu:
-                    torch.cuda.synchronize()
-                started = time.perf_counter()
-                run_variant(sampler, fuse, graphs, batch, steps, resolution)
-                if on_gpu:
-                    torch.cuda.synchronize()
-                if repeat:
-                    timings[label].append((time.perf_counter() - started) / batch)
-    return {label: statistics.median(values) for label, values in timings.items()}
+            if label in failed:
+                continue
+            try:  # one failing variant must not lose the others' figures
+                for repeat in range(repeats + 1):
+                    if on_gpu:
+                        torch.cuda.synchronize()
+                    started = time.perf_counter()
+                    run_variant(sampler, fuse, graphs, batch, steps, resolution)
+                    if on_gpu:
+                        torch.cuda.synchronize()
+                    if repeat:
+                        timings[label].append((time.perf_counter() - started) / batch)
+            except Exception as error:
+                traceback.print_exc()
+                failed[label] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+                sampler.disable_cuda_graphs()
+    return {label: (failed[label] if label in failed else statistics.median(values)) for label, values in timings.items()}
 
 
 def run_variant(sampler: Sampler, fuse: bool | None, graphs: bool, batch: int, steps: int, resolution: int) -> None:
@@ -188,16 +204,21 @@ def run_variant(sampler: Sampler, fuse: bool | None, graphs: bool, batch: int, s
     sampler_call(sampler, batch, steps, resolution)
 
 
-def row(label: str, batch: int, seconds: float, stock: float) -> dict:
+def row(label: str, batch: int, seconds: float | str, stock: float | str) -> dict:
+    """A table row; `seconds` is the error text when the variant failed."""
+    if isinstance(seconds, str):
+        return {"variant": label, "batch_size": batch, "seconds_per_image": None, "speedup_vs_stock": None,
+                "note": seconds}
     return {"variant": label, "batch_size": batch, "seconds_per_image": round(seconds, 4),
-            "speedup_vs_stock": round(stock / seconds, 2)}
+            "speedup_vs_stock": round(stock / seconds, 2) if not isinstance(stock, str) else None}
 
 
 def print_table(figures: list[dict]) -> None:
     print(f"\n{'variant':58} {'batch':>5} {'s/image':>9} {'× stock':>8}")
     for figure in figures:
-        print(f"{figure['variant']:58} {figure['batch_size']:>5} {figure['seconds_per_image']:>9.3f} "
-              f"{figure['speedup_vs_stock']:>8.2f}")
+        seconds, ratio = figure["seconds_per_image"], figure["speedup_vs_stock"]
+        print(f"{figure['variant']:58} {figure['batch_size']:>5} {'—' if seconds is None else f'{seconds:.3f}':>9} "
+              f"{'—' if ratio is None else f'{ratio:.2f}':>8} {figure.get('note', '')}".rstrip())
 
 
 def device_name(device: torch.device) -> str:

@@ -4,7 +4,10 @@
     at its defaults: batch 1, LoRA rank 4 on the attention projections, bf16 UNet with float32 LoRA weights,
     and every step the fp32 VAE encodes the image and both text encoders encode the caption.
 (b) `sdxlab.train` with its defaults (train_batch_size="auto"), at batch 1 and rank 4 (the reference's
-    work per sample), and with a memory-saving setting (batch 1, gradient checkpointing).
+    work per sample) with the captured step (train_cuda_graph="auto", its CUDA default) and with the eager
+    step, and with a memory-saving setting (batch 1, gradient checkpointing);
+(c) the memory profiles env/profiles/sdxl-16gb.yaml and sdxl-10gb.yaml (their training lines), each under a cap
+    on what PyTorch may allocate (16 / 10 GiB), so they meet the limits of a card of that size.
 
 On a GPU the model is a randomly initialised SDXL with the exact SDXL-base-1.0 architecture at 1024×1024
 (`sdxlab.random_sdxl`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
@@ -12,7 +15,8 @@ samples/s and memory are real, the losses and pictures mean nothing.
 
 samples/s is the steady state: the timed steps after the warm-up steps (for sdxlab, timed from the trainer's
 step events). "peak" is the most GPU memory PyTorch allocated during the recipe's whole run (model, caches,
-training, export); "wall" is that whole run. sdxlab runs without validation images (they do not change the
+training, export), "reserved" the most its caching allocator held (what a card must have); "wall" is that
+whole run. The note says which step ran ("captured step", "eager step", or why a capture fell back). sdxlab runs without validation images (they do not change the
 training speed) and with one checkpoint, at the end.
 
     .venv/bin/python bench/bench_train.py                          # GPU if there is one, else CPU + tiny model
@@ -25,6 +29,7 @@ Prints a table and appends one JSON line (device, date, versions, figures) to be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -56,9 +61,20 @@ SDXLAB_SETTINGS = {
     # TrainConfig's defaults are the demo's (rank 4); the sdxl profile's rank 16 is what was measured here
     "sdxlab-defaults": ("sdxlab defaults (batch auto)", {"lora_rank": 16}),
     "sdxlab-batch1": ("sdxlab batch 1, rank 4", {"batch_size": 1, "lora_rank": 4}),
+    "sdxlab-batch1-eager": ("sdxlab batch 1, rank 4, eager step", {"batch_size": 1, "lora_rank": 4, "cuda_graph": False}),
     "sdxlab-low-memory": ("sdxlab low memory (batch 1, checkpointing)",
                           {"batch_size": 1, "lora_rank": 4, "gradient_checkpointing": True}),
 }
+# The memory profiles (env/profiles/<name>.yaml, training lines only), each run under a cap on what PyTorch may
+# allocate (torch.cuda.set_per_process_memory_fraction), so "auto" choices and out-of-memory errors happen as on
+# a card of that size: recipe id -> (table label, profile, cap in GiB).
+PROFILE_SETTINGS = {
+    "sdxl-16gb": ("profile sdxl-16gb (capped at 16 GiB)", "sdxl-16gb", 16.0),
+    "sdxl-10gb": ("profile sdxl-10gb (capped at 10 GiB)", "sdxl-10gb", 10.0),
+}
+# profile lines the benchmark sets itself (length, checkpoints, pictures) or that do not change the speed
+NOT_FROM_PROFILE = {"steps", "checkpoint_every", "keep_checkpoints", "lr_warmup_steps", "validation_seeds",
+                    "validation_steps", "validation_prompts", "validation_guidance", "gpu_price_per_hour", "resume"}
 
 
 @dataclass
@@ -70,6 +86,7 @@ class Figures:
     samples_per_second: float | None = None
     seconds_per_step: float | None = None
     peak_memory_gib: float | None = None
+    peak_reserved_gib: float | None = None  # what the caching allocator held: the card must have this much
     wall_seconds: float | None = None
     note: str = ""
 
@@ -91,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if recipe == "reference":
                     rows.append(reference_recipe(model, dataset_dir, placement, resolution, args))
+                elif recipe in PROFILE_SETTINGS:
+                    label, profile, cap = PROFILE_SETTINGS[recipe]
+                    with memory_cap(placement.device, cap):
+                        rows.append(sdxlab_recipe(recipe, label, profile_overrides(profile), model, dataset_dir,
+                                                  Path(workdir), placement, resolution, args))
                 else:
                     label, overrides = SDXLAB_SETTINGS[recipe]
                     rows.append(sdxlab_recipe(recipe, label, overrides, model, dataset_dir, Path(workdir),
@@ -133,17 +155,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="untimed steps first, at least 1 (default 5 on a GPU, 2 on the CPU)")
     parser.add_argument("--images", type=int, default=8, help="synthetic training images")
     parser.add_argument("--rank", type=int, default=4, help="the reference recipe's LoRA rank (the example's default)")
-    parser.add_argument("--recipes", default=",".join(["reference", *SDXLAB_SETTINGS]),
-                                help="comma-separated: reference and/or " + ", ".join(SDXLAB_SETTINGS))
+    parser.add_argument("--recipes", default=",".join(["reference", *SDXLAB_SETTINGS, *PROFILE_SETTINGS]),
+                        help="comma-separated: reference and/or " + ", ".join([*SDXLAB_SETTINGS, *PROFILE_SETTINGS]))
     parser.add_argument("--results", type=Path, default=RESULTS_FILE, help="JSON-lines file to append to")
     args = parser.parse_args(argv)
     on_gpu = choose_placement(args.device).device.type == "cuda"
     args.steps = args.steps or (20 if on_gpu else 10)
     args.warmup = max(1, args.warmup if args.warmup is not None else (5 if on_gpu else 2))
     args.recipes = [recipe.strip() for recipe in args.recipes.split(",") if recipe.strip()]
-    unknown = [recipe for recipe in args.recipes if recipe != "reference" and recipe not in SDXLAB_SETTINGS]
+    known = ["reference", *SDXLAB_SETTINGS, *PROFILE_SETTINGS]
+    unknown = [recipe for recipe in args.recipes if recipe not in known]
     if unknown:
-        parser.error(f"unknown recipe(s) {unknown}; choose from reference, {', '.join(SDXLAB_SETTINGS)}")
+        parser.error(f"unknown recipe(s) {unknown}; choose from {', '.join(known)}")
     return args
 
 
@@ -241,7 +264,7 @@ def reference_recipe(model: str, dataset_dir: Path, placement, resolution: int, 
     timed = time.perf_counter() - timed_start
     figures = Figures("reference (diffusers example loop)", batch_size=1, samples_per_second=args.steps / timed,
                       seconds_per_step=timed / args.steps, peak_memory_gib=peak_memory(device),
-                      wall_seconds=time.perf_counter() - started)
+                      peak_reserved_gib=peak_reserved(device), wall_seconds=time.perf_counter() - started)
     return figures
 
 
@@ -292,13 +315,57 @@ def sdxlab_recipe(recipe: str, label: str, overrides: dict, model: str, dataset_
     config = TrainConfig(dataset_dir=dataset_dir, output_dir=workdir / recipe, model=model, resolution=resolution,
                          device=str(placement.device), steps=steps, checkpoint_every=steps, lr_warmup_steps=0,
                          validation_prompts=[], progress=False, lora_name="bench", **overrides)
-    result = train(config, callbacks=[on_event], pipe=pipe)
+    with watch_step_runner() as runners:
+        result = train(config, callbacks=[on_event], pipe=pipe)
+    step_note = f"{runners[0].mode} step" if runners and runners[0] is not None else "eager step"
     synchronize(placement.device)
     timed = step_times[-1] - step_times[args.warmup - 1]
     samples_per_step = result.batch_size * config.gradient_accumulation
     return Figures(label, batch_size=samples_per_step, samples_per_second=args.steps * samples_per_step / timed,
                    seconds_per_step=timed / args.steps, peak_memory_gib=peak_memory(placement.device),
-                   wall_seconds=time.perf_counter() - started)
+                   peak_reserved_gib=peak_reserved(placement.device), wall_seconds=time.perf_counter() - started,
+                   note=step_note)
+
+
+def profile_overrides(profile: str) -> dict:
+    """The TrainConfig fields a profile sets (its train_* lines, inherited ones included), minus NOT_FROM_PROFILE."""
+    from sdxlab.run import load_profile
+
+    values = load_profile(profile)
+    fields = {key.removeprefix("train_"): value for key, value in values.items() if key.startswith("train_")}
+    return {key: value for key, value in fields.items() if key not in NOT_FROM_PROFILE}
+
+
+@contextlib.contextmanager
+def watch_step_runner():
+    """The step runners the trainer chooses inside the block (None: its eager step), to say which one was timed."""
+    from sdxlab.train import loop
+
+    chosen, original = [], loop.choose_step_runner
+
+    def spy(*args, **kwargs):
+        chosen.append(original(*args, **kwargs))
+        return chosen[-1]
+
+    loop.choose_step_runner = spy
+    try:
+        yield chosen
+    finally:
+        loop.choose_step_runner = original
+
+
+@contextlib.contextmanager
+def memory_cap(device: torch.device, gib: float):
+    """Let PyTorch allocate at most `gib` on this GPU while the block runs (as on a card of that size)."""
+    if device.type != "cuda":
+        yield
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gib * GIB / total), device)
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
 
 
 # --- measuring and reporting -------------------------------------------------------------------------------
@@ -316,6 +383,10 @@ def reset_peak_memory(device: torch.device) -> None:
 
 def peak_memory(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
+
+
+def peak_reserved(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_reserved(device) / GIB if device.type == "cuda" else None
 
 
 def release_memory(device: torch.device) -> None:
@@ -349,14 +420,15 @@ def print_table(rows: list[Figures], device: torch.device, model: str, resolutio
         return "—" if value is None else f"{value:.{digits}f}"
 
     print(f"\nTraining, {device_name(device)}, {model} at {resolution}×{resolution} (random weights: speed and memory only)")
-    header = ["recipe", "batch", "samples/s", "× reference", "s/step", "peak GiB", "wall s", "note"]
+    header = ["recipe", "batch", "samples/s", "× reference", "s/step", "peak GiB", "reserved GiB", "wall s", "note"]
     lines = [header]
     for row in rows:
         ratio = (row.samples_per_second / reference.samples_per_second
                  if reference and row.samples_per_second else None)
         lines.append([row.recipe, "—" if row.batch_size is None else str(row.batch_size),
                       number(row.samples_per_second), number(ratio, 1), number(row.seconds_per_step, 3),
-                      number(row.peak_memory_gib, 1), number(row.wall_seconds, 0), row.note])
+                      number(row.peak_memory_gib, 1), number(row.peak_reserved_gib, 1), number(row.wall_seconds, 0),
+                      row.note])
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     for index, line in enumerate(lines):
         print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

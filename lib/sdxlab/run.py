@@ -75,8 +75,11 @@ def available_profiles() -> list[str]:
     return sorted(path.stem for path in profiles_dir().glob("*.yaml"))
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """A profile's parameters (a flat mapping from parameter name to value)."""
+def load_profile(name: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A profile's parameters (a flat mapping from parameter name to value).
+
+    `extends: <other profile>` starts from that profile's parameters; the profile's own lines override them.
+    """
     path = profiles_dir() / f"{name}.yaml"
     if not path.is_file():
         raise ParameterError(f"Unknown profile '{name}'; valid profiles: {', '.join(available_profiles())}.")
@@ -86,6 +89,11 @@ def load_profile(name: str) -> dict[str, Any]:
         raise ParameterError(f"Profile {path} is not valid YAML ({_yaml_problem(error)}); fix that line.") from None
     if not isinstance(values, dict):
         raise ParameterError(f"Profile {path} must be a mapping of parameter names to values.")
+    parent = values.pop("extends", None)
+    if parent is not None:
+        if parent in (*_chain, name):
+            raise ParameterError(f"Profile {path} extends '{parent}', which extends it back; remove one of the extends lines.")
+        values = {**load_profile(str(parent), (*_chain, name)), **values}
     return values
 
 

@@ -36,7 +36,7 @@ COMMON_PARAMETERS = ("model", "resolution", "subject_token", "class_word", "devi
 RESUMABLE_CHANGES = frozenset({
     "resume", "checkpoint_every", "keep_checkpoints", "validation_prompts", "validation_seeds",
     "validation_steps", "validation_guidance", "gpu_price_per_hour", "progress", "dataset_dir", "output_dir",
-    "device", "allow_pickle", "cache_dir",
+    "device", "allow_pickle", "cache_dir", "cuda_graph",
 })
 
 
@@ -136,6 +136,9 @@ class TrainConfig(Settings):
                                      "CPU", choices=PRECISIONS)
     gradient_checkpointing: bool | Literal["auto"] = setting(
         "auto", "True / False; \"auto\": only when even batch 1 does not fit")
+    cuda_graph: bool | Literal["auto"] = setting(
+        "auto", "\"auto\": on a CUDA GPU each step's forward and backward replay from a CUDA graph (much faster at "
+                "small batches; train/graphed.py says when it cannot); False: always eager; True: required")
     # checkpoints, pictures, cost
     checkpoint_every: int = setting(20, "steps between checkpoints (each with validation images)", minimum=1)
     keep_checkpoints: int = setting(3, "newest checkpoints kept; 0 keeps all", minimum=0)

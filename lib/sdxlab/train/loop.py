@@ -37,6 +37,7 @@ from sdxlab.train.cache import Captions, build_views, view_indices
 from sdxlab.train.conditioning import encode_tokens
 from sdxlab.train.config import COMMON_PARAMETERS, TrainConfig, TrainError
 from sdxlab.train.data import dataset_hash, read_dataset
+from sdxlab.train.graphed import choose_step_runner
 from sdxlab.train.lora import add_text_encoder_lora, add_unet_lora, load_lora_state, lora_state
 from sdxlab.train.memory import CPU_AUTO_BATCH, is_out_of_memory, largest_fitting_batch, out_of_memory_advice
 from sdxlab.train.optim import build_optimizer, build_schedule
@@ -312,6 +313,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     last_saved = step = start_step
     seconds_at_start = train_seconds
     boundary_rng = ckpt.capture_rng(noise_generator)  # the RNGs as they are between two steps
+    captured = choose_step_runner(config, unet, noise_scheduler, trainable, autocast_dtype, device,  # train_cuda_graph
+                                  loss_scaling=scaler.is_enabled(), show=show)
     bar = tqdm(total=config.steps, initial=start_step, desc="training", unit="step", disable=not show)
     try:
         while step < config.steps:
@@ -326,8 +329,11 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
                 indices = view_indices(config.seed, len(views), position, batch_size)
                 class_indices = view_indices(config.seed + 1, len(class_views), position, batch_size) if class_views else []
                 batch = make_batch(indices, class_indices)
-                loss, noise, timesteps = loss_of(batch, noise_generator)
-                scaler.scale(loss / config.gradient_accumulation).backward()
+                if captured is not None:  # the same forward and backward, replayed from a CUDA graph
+                    loss, noise, timesteps = captured.forward_backward(batch, noise_generator)
+                else:
+                    loss, noise, timesteps = loss_of(batch, noise_generator)
+                    scaler.scale(loss / config.gradient_accumulation).backward()
                 step_loss += loss.detach() / config.gradient_accumulation
             _average_gradients(trainable, accelerator)
             scaler.unscale_(optimizer)
