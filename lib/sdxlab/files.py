@@ -90,6 +90,45 @@ def write_image(target: str | os.PathLike, image, **save_options: Any) -> Path:
     return write_with(target, lambda path: image.save(path, format=file_format, **save_options))
 
 
+def write_together(writers: dict[str | os.PathLike, Callable[[Path], Any]]) -> list[Path]:
+    """Write several files of one folder as a group: either all new versions are in place, or all old ones.
+
+    Every file is first written in full into a hidden staging folder beside the targets; only then are they
+    renamed into place, the old versions set aside until the last rename succeeded (and put back if one fails).
+    """
+    targets = [Path(target) for target in writers]
+    folders = {target.parent for target in targets}
+    if len(folders) != 1:
+        raise ValueError(f"write_together writes into one folder, not {len(folders)}: {sorted(map(str, folders))}.")
+    folder = folders.pop()
+    staging = make_temporary_folder(folder, "together")
+    try:
+        for target, writer in zip(targets, writers.values(), strict=True):
+            staged = staging / target.name
+            writer(staged)
+            with open(staged, "rb+") as written:
+                os.fsync(written.fileno())
+        moved_aside: list[Path] = []
+        placed: list[Path] = []
+        try:
+            for target in targets:
+                if target.exists():
+                    os.replace(target, staging / f"{target.name}.old")
+                    moved_aside.append(target)
+                os.replace(staging / target.name, target)
+                placed.append(target)
+        except BaseException:
+            for target in placed:  # put the old versions back: the group stays as it was
+                if target not in moved_aside:
+                    target.unlink(missing_ok=True)
+            for target in moved_aside:
+                os.replace(staging / f"{target.name}.old", target)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return targets
+
+
 def write_safetensors(target: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     from safetensors.torch import save_file
 
