@@ -211,8 +211,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
                      loss_weights=weights if config.masked_loss else None, is_prior=is_prior)
 
     def loss_of(batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        noise = draw_noise(batch.latents, generator, config.noise_offset)
-        timesteps = draw_timesteps(len(batch.latents), noise_scheduler.config.num_train_timesteps, generator, device)
+        # every process draws the noise and timesteps of the whole global micro-batch and keeps its own rows,
+        # so N processes train exactly as one process with an N times larger batch
+        rows = _own_rows(int((~batch.is_prior).sum()), int(batch.is_prior.sum()), accelerator.num_processes,
+                         accelerator.process_index, device)
+        everyone = batch.latents.new_empty((len(batch.latents) * accelerator.num_processes, *batch.latents.shape[1:]))
+        noise = draw_noise(everyone, generator, config.noise_offset)[rows]
+        timesteps = draw_timesteps(len(everyone), noise_scheduler.config.num_train_timesteps, generator, device)[rows]
         loss = diffusion_loss(unet, noise_scheduler, batch, noise, timesteps, config.min_snr_gamma,
                               config.prior_loss_weight, autocast_dtype)
         return loss, noise, timesteps
@@ -250,7 +255,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     optimizer = build_optimizer(parameter_groups, config, device)
     schedule = build_schedule(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=placement.dtype == torch.float16)  # fp16 needs loss scaling
-    noise_generator = torch.Generator(device).manual_seed(config.seed + 1_000 * accelerator.process_index)
+    noise_generator = torch.Generator(device).manual_seed(config.seed)  # the same stream in every process
     history: list[dict[str, float]] = []
     train_seconds = 0.0
     if resume:
@@ -475,6 +480,12 @@ def _probe(size, make_batch, loss_of, trainable, with_prior, device) -> None:
         loss.backward()
     for parameter in trainable:
         parameter.grad = None
+
+
+def _own_rows(subject: int, prior: int, processes: int, process: int, device) -> torch.Tensor:
+    """Which rows of the global micro-batch (all processes' subject rows, then all their class rows) are ours."""
+    own = [process * subject + i for i in range(subject)] + [processes * subject + process * prior + i for i in range(prior)]
+    return torch.tensor(own, device=device)
 
 
 def _enable_gradient_checkpointing(unet, text_encoders, text_encoders_train: bool) -> None:
