@@ -8,10 +8,14 @@
    a progress bar and a loss curve;
 6. export the LoRA in diffusers and kohya formats, write train_config.json, loss.csv, loss.png and the cost.
 
+Everything is written into `lora.unfinished/` and replaces `lora/` whole at the end (`publish`), so a training
+that fails or is interrupted never touches the previous result.
+
 Data parallelism: `accelerate launch --multi_gpu --num_processes N -m sdxlab.train --profile sdxl --run <run>`
 (or torchrun, or any script calling `train`) starts one process per GPU; every process trains on its own slice
 of each batch and the LoRA gradients are averaged before each optimiser step, so N GPUs take N times the
-samples per step. One process (CPU or one GPU) needs nothing special.
+samples per step. Every process draws the noise of the whole global batch and keeps its rows, so N processes
+train the LoRA one process would train with an N-times batch. One process (CPU or one GPU) needs nothing special.
 """
 
 from __future__ import annotations
