@@ -385,9 +385,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
             where = f"a checkpoint of step {step} was saved to {folder}"
         else:
             where = f"the checkpoint of step {step} is in {checkpoints_dir}" if step else "nothing was saved (no step finished)"
-        kept = (f"the last finished training in {config.output_dir} is unchanged"
-                if (config.output_dir / publish.CONFIG_FILE).is_file() else f"{config.output_dir} is unchanged")
-        raise TrainingInterrupted(f"Training interrupted at step {step} of {config.steps}; {where}; {kept}; "
+        kept = (f"; the last finished training in {config.output_dir} is unchanged"
+                if (config.output_dir / publish.CONFIG_FILE).is_file() else "")
+        raise TrainingInterrupted(f"Training interrupted at step {step} of {config.steps}; {where}{kept}; "
                                   "run again with train_resume=True to continue.") from None
     except Exception as error:
         bar.close()
