@@ -40,7 +40,8 @@ def test_two_processes_train_the_same_lora_as_one_with_the_same_global_batch(tmp
         write_train_dataset(tmp_path / run / "dataset", count=5)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).parents[1] / "lib"), os.environ.get("PYTHONPATH", "")])}
-    accelerate = Path(sys.executable).with_name("accelerate")
+    accelerate = Path(sys.executable).with_name("accelerate")  # installed with the accelerate package
+    assert accelerate.is_file(), f"{accelerate} is missing: the accelerate package installs it"
     launch = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sdxlab.train"]
     two = subprocess.run(launch + train_command(tmp_path, "two", 2), env=environment, capture_output=True, text=True,
