@@ -123,6 +123,20 @@ def save_file(tensors, path: str, metadata: Mapping[str, str] | None = None) -> 
     safetensors.torch.save_file(tensors, path, metadata=dict(metadata) if metadata is not None else None)
 
 
+def export_training(folder: str | Path, pipe, name: str, text_encoders: bool, new_tokens,
+                    metadata: Mapping[str, str]) -> ExportedFiles:
+    """Export the LoRA a training pipeline carries now (with its peft configurations) into `folder`."""
+    from sdxlab.train.lora import adapter_state
+
+    parts = adapter_state(pipe, text_encoders, new_tokens)
+    text_configs = [encoder.peft_config["default"] if text_encoders else None
+                    for encoder in (pipe.text_encoder, pipe.text_encoder_2)]
+    return export_lora(folder, name, parts["unet"], parts["text_encoder"], parts["text_encoder_2"], parts["embeddings"],
+                       metadata, unet_lora_config=pipe.unet.peft_config["default"],
+                       text_encoder_lora_config=text_configs[0], text_encoder_2_lora_config=text_configs[1],
+                       unet_config=pipe.unet.config)
+
+
 def training_metadata(config: Mapping[str, Any], dataset_hash: str, comment: str = "") -> dict[str, str]:
     """The metadata a trainer passes to `export_lora`: its configuration, the dataset hash and a comment."""
     metadata = {

@@ -42,7 +42,7 @@ from sdxlab.train.cache import Captions, build_views, view_indices
 from sdxlab.train.conditioning import encode_tokens
 from sdxlab.train.config import COMMON_PARAMETERS, TrainConfig, TrainError
 from sdxlab.train.data import dataset_hash, read_dataset
-from sdxlab.train.lora import add_text_encoder_lora, add_unet_lora, load_lora_state, lora_state
+from sdxlab.train.lora import adapter_state, add_text_encoder_lora, add_unet_lora, load_lora_state
 from sdxlab.train.memory import CPU_AUTO_BATCH, is_out_of_memory, largest_fitting_batch, out_of_memory_advice
 from sdxlab.train.optim import build_optimizer, build_schedule
 from sdxlab.train.pivotal import NewTokenEmbeddings, replace_subject
@@ -99,7 +99,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     from diffusers import DDPMScheduler
 
     from sdxlab.models import choose_placement, load_pipeline
-    from sdxlab.train.export import cost_line, export_lora, training_metadata
+    from sdxlab.train.export import cost_line, export_training, training_metadata
 
     started = time.perf_counter()
     callbacks = list(callbacks)
@@ -272,23 +272,11 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         if show:
             print(f"Resuming from {resume.folder} (step {start_step} of {config.steps}).")
 
-    def adapters_now() -> dict[str, dict[str, torch.Tensor] | None]:
-        return {
-            "unet": lora_state(unet),
-            "text_encoder": lora_state(pipe.text_encoder) if config.text_encoder else None,
-            "text_encoder_2": lora_state(pipe.text_encoder_2) if config.text_encoder else None,
-            "embeddings": new_tokens.state() if new_tokens is not None else None,
-        }
+    metadata = training_metadata(config_json(config, data_hash, batch_size), data_hash)  # in every exported file
+    metadata["ss_learning_rate"] = str(config.learning_rate)
 
     def export_to(folder: Path):
-        parts = adapters_now()
-        metadata = training_metadata(config_json(config, data_hash, batch_size), data_hash)
-        metadata["ss_learning_rate"] = str(config.learning_rate)
-        return export_lora(folder, config.lora_name, parts["unet"], parts["text_encoder"], parts["text_encoder_2"],
-                           parts["embeddings"], metadata, unet_lora_config=unet.peft_config["default"],
-                           text_encoder_lora_config=pipe.text_encoder.peft_config["default"] if config.text_encoder else None,
-                           text_encoder_2_lora_config=pipe.text_encoder_2.peft_config["default"] if config.text_encoder else None,
-                           unet_config=unet.config)
+        return export_training(folder, pipe, config.lora_name, config.text_encoder, new_tokens, metadata)
 
     def save_checkpoint(step: int, rng_states: dict[str, Any]) -> Path | None:
         if not all(torch.isfinite(p).all() for p in trainable):  # never let a bad step overwrite a good checkpoint
@@ -305,8 +293,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
             info = {"fingerprint": json.loads(json.dumps(config.fingerprint(), default=str)), "dataset_hash": data_hash,
                     "batch_size": batch_size, "gradient_checkpointing": checkpointing,
                     "processes": accelerator.num_processes, "loss": history[-1]["loss"] if history else None}
-            folder = ckpt.finish_checkpoint(staging, step, ckpt.join_adapters(adapters_now()), state, info, export_to,
-                                            config.keep_checkpoints)
+            adapters = ckpt.join_adapters(adapter_state(pipe, config.text_encoder, new_tokens))
+            folder = ckpt.finish_checkpoint(staging, step, adapters, state, info, export_to, config.keep_checkpoints)
             _write_loss_files(work_dir, history)
         accelerator.wait_for_everyone()
         return folder
