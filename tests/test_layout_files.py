@@ -59,3 +59,52 @@ def test_writers_round_trip(tmp_path):
     assert pd.read_csv(tmp_path / "t.csv")["a"].tolist() == [1, 2]
     files.write_image(tmp_path / "i.png", Image.new("RGB", (8, 8), "red"))
     assert Image.open(tmp_path / "i.png").getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                                                           (0o002, 0o664, 0o775)])
+def test_written_files_and_folders_respect_the_umask(tmp_path, umask, file_mode, folder_mode):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        written = files.write_text(tmp_path / "a.txt", "hello")
+        with files.atomic_folder(tmp_path / "built") as staging:
+            files.write_bytes(staging / "inner.bin", b"x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(written.stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "built").stat().st_mode) == folder_mode
+    assert stat.S_IMODE((tmp_path / "built" / "inner.bin").stat().st_mode) == file_mode
+
+
+def test_partials_left_by_a_killed_writer_are_cleaned_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    target = tmp_path / "big.bin"
+    # a writer killed with SIGKILL half-way through (no finally block runs)
+    script = textwrap.dedent(f"""
+        import time
+        from sdxlab import files
+        def slow(path):
+            path.write_bytes(b"half")
+            print("writing", flush=True)
+            time.sleep(60)
+        files.write_with({str(target)!r}, slow)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    time.sleep(0.1)
+    leftovers = [p for p in tmp_path.iterdir()]
+    assert len(leftovers) == 1 and files.is_partial(leftovers[0]) and not target.exists()
+    (tmp_path / "keep.txt").write_text("mine")
+    (tmp_path / ".hidden-but-mine").write_text("mine")
+    assert files.remove_stale_partials(tmp_path) == leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-but-mine", "keep.txt"]

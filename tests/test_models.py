@@ -54,10 +54,19 @@ def test_tiny_model_uses_the_real_clip_tokenizer(tiny_pipe):
     assert tiny_pipe.tokenizer_2.pad_token == "!"  # SDXL's second tokenizer pads with "!"
 
 
-def test_load_pipeline_generates_an_image(tiny_pipe):
-    generator = torch.Generator().manual_seed(0)
-    image = tiny_pipe("a photo of sks person", num_inference_steps=2, height=64, width=64, generator=generator).images[0]
-    assert image.size == (64, 64)
+def test_load_pipeline_draws_the_same_image_for_a_seed_and_another_for_another_seed(tiny_pipe, tiny_model_dir):
+    import numpy as np
+
+    def draw(pipe, seed):
+        generator = torch.Generator().manual_seed(seed)
+        return pipe("a photo of sks person", num_inference_steps=2, height=64, width=64, generator=generator,
+                    output_type="np").images[0]
+
+    first = draw(tiny_pipe, 0)
+    assert first.shape == (64, 64, 3) and np.isfinite(first).all()
+    np.testing.assert_array_equal(draw(tiny_pipe, 0), first)  # the same pipeline, the same seed
+    np.testing.assert_array_equal(draw(load_pipeline(tiny_model_dir, device="cpu"), 0), first)  # a fresh load too
+    assert np.abs(draw(tiny_pipe, 1) - first).mean() > 1e-3  # another seed, another picture
 
 
 def test_placement_defaults_on_cpu_and_fp16_vae_guard():
@@ -103,3 +112,61 @@ def test_cache_location_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SDXLAB_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path
     assert os.fspath(cache_dir()) == str(tmp_path)
+
+
+def _copy_with_pickle_component(tiny_model_dir, target, component):
+    """A link copy of the tiny model in which `component` holds only a (fake) pickle weight file."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, target, copy_function=os.link)
+    for weights in (target / component).glob("*.safetensors"):
+        weights.unlink()
+    (target / component / "diffusion_pytorch_model.bin").write_bytes(b"pickle payload")
+    return target
+
+
+@pytest.mark.parametrize("component", ["unet", "vae", "text_encoder", "text_encoder_2"])
+def test_folder_with_pickle_only_weights_names_the_component_and_allow_pickle(tmp_path, tiny_model_dir, component):
+    folder = _copy_with_pickle_component(tiny_model_dir, tmp_path / "model", component)
+    with pytest.raises(ModelLoadError) as error:
+        load_pipeline(folder, device="cpu")
+    message = str(error.value)
+    assert component in message and "pickle" in message and "allow_pickle=True" in message
+    assert "network" not in message and "hub" not in message and "\n" not in message
+
+
+def test_single_file_config_folder_is_rebuilt_when_incomplete(monkeypatch, tmp_path):
+    from sdxlab import models
+
+    monkeypatch.setenv("SDXLAB_CACHE", str(tmp_path))
+    half = tmp_path / "sdxl-base-config"
+    (half / "unet").mkdir(parents=True)
+    (half / "model_index.json").write_text("{}")  # what an interrupted first use of an older version left
+    folder = models._single_file_config()
+    for relative in models.SDXL_CONFIG_FILES:
+        assert (tmp_path / "sdxl-base-config" / relative).is_file(), relative
+    assert '"_class_name": "StableDiffusionXLPipeline"' in (half / "model_index.json").read_text()
+    assert folder == str(half)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sdxl-base-config"]
+
+
+def test_interrupted_single_file_config_build_leaves_nothing_behind(monkeypatch, tmp_path):
+    from sdxlab import models
+
+    monkeypatch.setenv("SDXLAB_CACHE", str(tmp_path))
+    real = models.write_clip_tokenizer
+    calls = []
+
+    def interrupted(folder, pad_token):
+        calls.append(folder)
+        if len(calls) == 2:  # the first tokenizer is written, the second never is
+            raise KeyboardInterrupt
+        real(folder, pad_token)
+
+    monkeypatch.setattr(models, "write_clip_tokenizer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        models._single_file_config()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(models, "write_clip_tokenizer", real)
+    models._single_file_config()  # the next use builds it whole
+    assert (tmp_path / "sdxl-base-config" / "tokenizer_2" / "vocab.json").is_file()

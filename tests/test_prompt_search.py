@@ -484,7 +484,7 @@ def default_heldout_seed_counts() -> dict[str, int]:
     exec("".join(cell["source"]), namespace)
     counts = {"notebook": namespace["search_heldout_seed_count"]}
     for profile in sorted((ROOT / "env" / "profiles").glob("*.yaml")):
-        values = yaml.safe_load(profile.read_text())
+        values = yaml.safe_load(profile.read_text()) or {}  # a profile may hold only comments (the demo)
         if "search_heldout_seed_count" in values:
             counts[profile.stem] = values["search_heldout_seed_count"]
     return counts

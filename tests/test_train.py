@@ -207,11 +207,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(train_d
     with pytest.raises(TrainError, match="stopped at step 4 with a loss of nan") as error:
         train(tiny_config(train_dataset, output, steps=6), callbacks=[_poison_lora_after(3)])
     assert "step_000002" in str(error.value)
-    checkpoints = sorted(p.name for p in (output / "checkpoints").iterdir())
+    unfinished = tmp_path / "lora.unfinished"  # where a training works until it is complete
+    checkpoints = sorted(p.name for p in (unfinished / "checkpoints").iterdir())
     assert checkpoints == ["step_000002"]
-    good = load_file(str(output / "checkpoints" / "step_000002" / "adapters.safetensors"))
+    good = load_file(str(unfinished / "checkpoints" / "step_000002" / "adapters.safetensors"))
     assert all(torch.isfinite(tensor).all() for tensor in good.values())
-    assert not (output / "sdxlab_lora.safetensors").exists()
+    assert not output.exists() and not (unfinished / "sdxlab_lora.safetensors").exists()
 
 
 def test_out_of_memory_becomes_advice_naming_the_parameter(train_dataset, tmp_path):
@@ -226,9 +227,61 @@ def test_out_of_memory_becomes_advice_naming_the_parameter(train_dataset, tmp_pa
 # --- options ---------------------------------------------------------------------------------------------------
 
 
-def test_auto_batch_size_on_cpu_is_small(train_dataset, tmp_path):
-    result = train(tiny_config(train_dataset, tmp_path / "lora", steps=1, batch_size="auto", checkpoint_every=1))
-    assert result.batch_size == 2
+class FakeStep:
+    """A training step that runs out of memory above `fits` images (above `fits_checkpointed` with checkpointing)."""
+
+    def __init__(self, fits: int, fits_checkpointed: int | None = None, error=None):
+        self.fits, self.fits_checkpointed, self.error = fits, fits_checkpointed, error
+        self.checkpointing = False
+        self.tried: list[int] = []
+
+    def __call__(self, size: int) -> None:
+        self.tried.append(size)
+        if self.error is not None:
+            raise self.error
+        if size > (self.fits_checkpointed if self.checkpointing else self.fits):
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {size} GiB")
+
+    def enable_checkpointing(self) -> None:
+        self.checkpointing = True
+
+
+@pytest.mark.parametrize("fits, limit, expected", [(5, 12, 4), (16, 12, 8), (100, 40, 16), (1, 12, 1), (0, 12, None)])
+def test_largest_fitting_batch_is_the_largest_power_of_two_that_runs(fits, limit, expected):
+    from sdxlab.train.memory import largest_fitting_batch
+
+    step = FakeStep(fits)
+    assert largest_fitting_batch(step, torch.device("cpu"), limit=limit) == expected
+    assert step.tried == [size for size in (1, 2, 4, 8, 16) if size <= min(limit, 16)][: len(step.tried)]
+    assert all(size <= fits for size in step.tried[:-1])  # it stops at the first size that does not fit
+
+
+def test_largest_fitting_batch_lets_other_errors_through():
+    from sdxlab.train.memory import largest_fitting_batch
+
+    with pytest.raises(ValueError, match="shape mismatch"):
+        largest_fitting_batch(FakeStep(8, error=ValueError("shape mismatch")), torch.device("cpu"), limit=8)
+
+
+def test_auto_batch_turns_on_gradient_checkpointing_only_when_batch_one_does_not_fit():
+    from sdxlab.train.loop import _batch_size_and_checkpointing
+
+    cuda = torch.device("cuda")  # only its type is read: no GPU needed
+    config = TrainConfig(batch_size="auto", gradient_checkpointing="auto")
+    roomy = FakeStep(fits=6, fits_checkpointed=20)
+    assert _batch_size_and_checkpointing(config, None, cuda, 30, roomy, roomy.enable_checkpointing) == (4, False)
+    tight = FakeStep(fits=0, fits_checkpointed=3)
+    assert _batch_size_and_checkpointing(config, None, cuda, 30, tight, tight.enable_checkpointing) == (2, True)
+    hopeless = FakeStep(fits=0, fits_checkpointed=0)
+    with pytest.raises(TrainError, match="Out of GPU memory at train_batch_size=1.*checkpointing on"):
+        _batch_size_and_checkpointing(config, None, cuda, 30, hopeless, hopeless.enable_checkpointing)
+    off = FakeStep(fits=0, fits_checkpointed=3)  # gradient_checkpointing=False is a promise: never turned on
+    with pytest.raises(TrainError, match="set train_gradient_checkpointing=True"):
+        _batch_size_and_checkpointing(TrainConfig(batch_size="auto", gradient_checkpointing=False), None, cuda, 30,
+                                      off, off.enable_checkpointing)
+    assert not off.checkpointing
+    few = FakeStep(fits=64)  # never more than there are views
+    assert _batch_size_and_checkpointing(config, None, cuda, 3, few, few.enable_checkpointing) == (2, False)
 
 
 def test_pivotal_tuning_and_text_encoder_lora(train_dataset, tmp_path):
@@ -271,9 +324,37 @@ def test_prior_preservation_generates_class_images_once(train_dataset, tmp_path)
     assert [p.stat().st_mtime_ns for p in images] == made
 
 
-def test_prodigy_with_feed_forward_targets_trains_and_exports(train_dataset, tmp_path):
-    result = train(tiny_config(train_dataset, tmp_path / "lora", steps=2, optimizer="prodigy", learning_rate=1.0,
-                               lora_targets="attention+ff"))
+def test_prodigy_as_configured_finds_its_step_size_on_a_known_problem():
+    """Prodigy's d (its estimate of the distance to the solution) sets the step size d * lr; from d0 = 1e-6 it
+    must grow to the problem's scale. A quadratic whose solution is 0.5 away in every coordinate shows it quickly
+    (on the tiny model's noisy loss d takes ~40 steps to move, too slow for a test): d grows ~60000x in 80 steps."""
+    from sdxlab.train.optim import build_optimizer
+
+    weights = torch.nn.Parameter(torch.zeros(64))
+    config = TrainConfig(optimizer="prodigy", learning_rate=1.0)
+    optimizer = build_optimizer([{"params": [weights]}], config, torch.device("cpu"))
+    target = torch.full((64,), 0.5)
+    d = []
+    for _ in range(120):
+        optimizer.zero_grad()
+        ((weights - target) ** 2).sum().backward()
+        optimizer.step()
+        d.append(optimizer.param_groups[0]["d"])
+    assert d[0] == pytest.approx(1e-6, rel=0.5) and d[-1] > 1e-2, f"d did not adapt: {d[0]:.2g} -> {d[-1]:.2g}"
+    assert all(later >= earlier for earlier, later in zip(d, d[1:], strict=False))
+    assert (weights - target).abs().max() < 0.05  # and with that step size it reached the solution
+
+
+def test_prodigy_trains_feed_forward_targets_and_records_its_step_size(train_dataset, tmp_path):
+    result = train(tiny_config(train_dataset, tmp_path / "lora", steps=4, optimizer="prodigy", learning_rate=1.0,
+                               lora_targets="attention+ff", checkpoint_every=1, keep_checkpoints=0))
+    groups = [torch.load(folder / "training_state.pt", weights_only=True)["optimizer"]["param_groups"][0]
+              for folder in result.checkpoints]
+    numerators = [group["d_numerator"] for group in groups]  # the evidence d is estimated from, step by step
+    assert numerators[0] == 0 and all(later > earlier for earlier, later in zip(numerators, numerators[1:], strict=False))
+    # loss.csv's lr column is the step size actually taken: d * lr, not the constant 1.0 of the schedule
+    assert [row["lr"] for row in result.history] == pytest.approx([group["d"] * 1.0 for group in groups])
     keys = load_file(str(result.lora_file))
+    assert all(keys[k].abs().max() > 0 for k in keys if ".lora_B." in k)  # B starts at zero: it was trained
     assert any(".ff.net.0.proj.lora_A." in k for k in keys) and any(".proj_in.lora_A." in k for k in keys)
     assert lora_pair_count(result.kohya_file) == lora_pair_count(result.lora_file)

@@ -163,27 +163,76 @@ def test_embeddings_round_trip_into_both_text_encoders(trained, tiny_model_dir):
         torch.testing.assert_close(rows, trained["embeddings"][key])
 
 
-def test_failed_export_leaves_previous_files_whole(trained, monkeypatch):
+def test_every_file_of_one_export_loads_and_agrees(trained, tiny_model_dir):
+    files = trained["files"]
+    paths = [files.diffusers, files.kohya, files.embeddings]
+    metadata = [read_metadata(path) for path in paths]
+    assert len({m["sdxlab_export_id"] for m in metadata}) == 1  # one export id: they belong together
+    assert len({m["sdxlab_config"] for m in metadata}) == 1 and len({m["sdxlab_dataset_hash"] for m in metadata}) == 1
+    diffusers, kohya, embeddings = (load_file(str(path)) for path in paths)
+    # the same LoRA in both layouts: every peft pair has its kohya pair, with the same down weights
+    peft_unet = trained["state_dicts"][0]
+    assert lora_pair_count(files.kohya) == lora_pair_count(files.diffusers) == sum(len(s) // 2 for s in trained["state_dicts"])
+    for key, value in peft_unet.items():
+        torch.testing.assert_close(diffusers[f"unet.{key}"], value)
+    to_q = "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"
+    torch.testing.assert_close(kohya["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q.lora_down.weight"],
+                               peft_unet[to_q])
+    for key in ("clip_l", "clip_g"):
+        torch.testing.assert_close(embeddings[key], trained["embeddings"][key])
+
+
+def _export_changed(trained, out_dir):
+    changed = [{key: value * 2 for key, value in state.items()} for state in trained["state_dicts"]]
+    embeddings = {key: value + 1 for key, value in trained["embeddings"].items()}
+    return export_lora(out_dir, "me", *changed, embeddings=embeddings, unet_config=trained["unet_config"])
+
+
+@pytest.mark.parametrize("failing", ["_kohya", "_emb"])
+def test_failed_export_leaves_every_previous_file_whole(trained, monkeypatch, failing):
     import safetensors.torch
 
     out_dir = trained["out_dir"]
     before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    assert {"me.safetensors", "me_kohya.safetensors", "me_emb.safetensors"} <= set(before)
     real_save_file = safetensors.torch.save_file
 
     def save_half_then_fail(tensors, filename, metadata=None):
-        if "_kohya" in str(filename):
+        if failing in str(filename):
             with open(filename, "wb") as handle:
                 handle.write(b"half a file")
             raise OSError("disk full")
         return real_save_file(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_half_then_fail)
-    changed = {key: value * 2 for key, value in trained["state_dicts"][0].items()}
     with pytest.raises(OSError, match="disk full"):
-        export_lora(out_dir, "me", changed, unet_config=trained["unet_config"])
-    after = {path.name for path in out_dir.iterdir()}
-    assert after == set(before), f"stray files left behind: {after - set(before)}"
-    assert (out_dir / "me_kohya.safetensors").read_bytes() == before["me_kohya.safetensors"]
+        _export_changed(trained, out_dir)
+    after = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    assert set(after) == set(before), f"stray files left behind: {set(after) - set(before)}"
+    for name, data in before.items():  # not one file of the failed export replaced its predecessor
+        assert after[name] == data, f"{name} was replaced by a failed export"
+
+
+def test_export_failing_while_files_are_renamed_into_place_puts_the_old_ones_back(trained, monkeypatch):
+    import os
+
+    out_dir = trained["out_dir"]
+    before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    real_replace = os.replace
+    placed = []
+
+    def replace_then_fail(source, target):
+        if str(target).endswith("me_kohya.safetensors") and str(source).endswith("/me_kohya.safetensors"):
+            raise OSError("device went away")
+        placed.append(target)
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    with pytest.raises(OSError, match="device went away"):
+        _export_changed(trained, out_dir)
+    assert any(str(target).endswith("me.safetensors") for target in placed)  # the diffusers file had been swapped
+    after = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    assert after == before
 
 
 def test_non_finite_weights_are_refused_before_anything_is_written(trained, tmp_path):

@@ -53,7 +53,10 @@ def run_one_step(dataset, output, **options):
     return captured
 
 
-def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None):
+def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None, prior: dict | None = None):
+    """The loss and gradients written from the mathematics. `prior`: {"image": path, "caption": text, "weight": w}
+    when prior preservation is on; each batch then ends with as many class rows as subject rows, and with a
+    single class image every class row is that image (uncropped square: time ids res, res, 0, 0, res, res)."""
     pipe = load_pipeline("tiny", device="cpu", dtype="fp32")
     unet = pipe.unet
     unet.requires_grad_(False)
@@ -80,6 +83,14 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None)
         scale = RESOLUTION / (right - left)  # the crop is square: the source scaled so the crop is RESOLUTION px
         time_ids.append([height, width, round(top * scale), round(left * scale), RESOLUTION, RESOLUTION])
         captions.append(row["text"])
+    subject_rows = len(pixels)
+    if prior:
+        image = np.asarray(Image.open(prior["image"]).convert("RGB"), dtype=np.float32) / 127.5 - 1
+        for _ in range(subject_rows):
+            pixels.append(torch.tensor(image.copy()).permute(2, 0, 1))
+            masks.append(torch.ones(1, RESOLUTION, RESOLUTION))  # class images have no face mask: weight 1
+            time_ids.append([RESOLUTION, RESOLUTION, 0, 0, RESOLUTION, RESOLUTION])
+            captions.append(prior["caption"])
 
     with torch.no_grad():
         latents = pipe.vae.encode(torch.stack(pixels)).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -111,7 +122,10 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None)
     if min_snr_gamma is not None:
         snr = alpha_bar.flatten() / (1 - alpha_bar.flatten())
         per_image = per_image * torch.minimum(snr, torch.tensor(min_snr_gamma)) / snr
-    loss = per_image.mean()
+    if prior:  # DreamBooth: the subject's mean loss plus the weighted mean loss of the class images
+        loss = per_image[:subject_rows].mean() + prior["weight"] * per_image[subject_rows:].mean()
+    else:
+        loss = per_image.mean()
     loss.backward()
     return loss.item(), {name: parameters[name].grad for name in captured["weights"]}
 
@@ -134,5 +148,22 @@ def test_one_training_step_matches_the_reference(train_dataset, tmp_path, option
     assert len(grads) == len(captured["grads"]) > 0
     a_grads = [name for name in grads if "lora_A" in name]
     assert a_grads and all(grads[name].abs().sum() > 0 for name in a_grads)  # the comparison is not vacuous
+    for name, reference in grads.items():
+        torch.testing.assert_close(captured["grads"][name], reference, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_one_step_with_prior_preservation_matches_the_reference(train_dataset, tmp_path):
+    output = tmp_path / "lora"
+    options = dict(masked_loss=True, min_snr_gamma=5.0, flip=False, noise_offset=0.0, prior_preservation=True,
+                   class_images=1, class_inference_steps=2, prior_loss_weight=0.5)
+    captured = run_one_step(train_dataset, output, **options)
+    assert len(captured["views"]) == 3 and captured["noise"].shape[0] == 6  # 3 subject rows + 3 class rows
+    prior = {"image": output / "class_images" / "class_0000.png", "caption": "a photo of a person", "weight": 0.5}
+    loss, grads = reference_loss(train_dataset, captured, masked=True, min_snr_gamma=5.0, prior=prior)
+    without_prior, _ = reference_loss(train_dataset, {**captured, "noise": captured["noise"][:3],
+                                                      "timesteps": captured["timesteps"][:3]}, True, 5.0)
+    assert abs(loss - without_prior) > 1e-3 * loss  # the class rows count: the comparison is not vacuous
+
+    assert captured["loss"] == pytest.approx(loss, rel=1e-4)
     for name, reference in grads.items():
         torch.testing.assert_close(captured["grads"][name], reference, rtol=1e-3, atol=1e-6, msg=name)

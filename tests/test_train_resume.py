@@ -54,8 +54,9 @@ def test_resume_after_interruption_reaches_the_same_weights(dataset, tmp_path, u
     config = config_for(dataset, tmp_path / "lora")
     with pytest.raises(TrainingInterrupted, match=f"interrupted at step {stop_at} of {STEPS}"):
         train(config, callbacks=[interrupt_after(stop_at)])
-    assert (config.output_dir / "checkpoints" / f"step_{stop_at:06d}" / "checkpoint.json").is_file()
-    assert not (config.output_dir / "sdxlab_lora.safetensors").exists()
+    unfinished = config.output_dir.with_name("lora.unfinished")
+    assert (unfinished / "checkpoints" / f"step_{stop_at:06d}" / "checkpoint.json").is_file()
+    assert not config.output_dir.exists() and not (unfinished / "sdxlab_lora.safetensors").exists()
 
     resumed = train(dataclasses.replace(config, resume=True))
 

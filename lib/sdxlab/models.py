@@ -173,10 +173,15 @@ def _from_single_file(cls, path: Path, placement: Placement):
 
 
 def _single_file_config() -> str | None:
-    """A local SDXL configuration folder for single-file loading, so it never needs the hub for configs."""
+    """A local SDXL configuration folder for single-file loading, so it never needs the hub for configs.
+
+    Built whole in a staging folder and renamed into place, and reused only if every file is there: an
+    interrupted first use (or a half folder an older version left) is rebuilt, never reused.
+    """
     folder = cache_dir() / "sdxl-base-config"
-    if not (folder / "model_index.json").exists():
-        write_sdxl_config(folder, load_architecture())
+    if not all((folder / relative).is_file() for relative in SDXL_CONFIG_FILES):
+        with files.atomic_folder(folder) as staging:
+            write_sdxl_config(staging, load_architecture())
     return str(folder)
 
 
@@ -228,12 +233,22 @@ def _check_diffusers_folder(folder: Path) -> None:
         )
 
 
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
 def _refuse_pickle_only_folder(folder: Path, allow_pickle: bool) -> None:
+    """Name the real cause when a component holds only pickle weights (diffusers would blame the network)."""
     if allow_pickle:
         return
-    unet = folder / "unet"
-    if unet.is_dir() and not any(unet.glob("*.safetensors")) and any(p.suffix in PICKLE_SUFFIXES for p in unet.iterdir()):
-        raise ModelLoadError(_pickle_refusal(unet))
+    pickle_only = [name for name in WEIGHT_COMPONENTS if (component := folder / name).is_dir()
+                   and not any(component.glob("*.safetensors"))
+                   and any(p.suffix.lower() in PICKLE_SUFFIXES for p in component.iterdir())]
+    if pickle_only:
+        raise ModelLoadError(
+            f"Refusing to load {folder}: its {', '.join(pickle_only)} weights are pickle files only (no .safetensors), "
+            "and pickle files can run arbitrary code when loaded; convert them to .safetensors, or pass "
+            "allow_pickle=True if you trust where the model came from."
+        )
 
 
 # --- SDXL architecture -------------------------------------------------------------------------------------
@@ -246,12 +261,18 @@ def load_architecture() -> dict[str, Any]:
     return json.loads(ARCHITECTURE_FILE.read_text())
 
 
+SDXL_CONFIG_JSON = {"model_index": "model_index.json", "unet": "unet/config.json", "vae": "vae/config.json",
+                    "text_encoder": "text_encoder/config.json", "text_encoder_2": "text_encoder_2/config.json",
+                    "scheduler": "scheduler/scheduler_config.json"}
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+# every file of the configuration folder `write_sdxl_config` writes (what "complete" means for it)
+SDXL_CONFIG_FILES = (*SDXL_CONFIG_JSON.values(),
+                     *(f"{tokenizer}/{name}" for tokenizer in ("tokenizer", "tokenizer_2") for name in TOKENIZER_FILES))
+
+
 def write_sdxl_config(folder: Path, architecture: dict[str, Any]) -> None:
     """Write model_index.json and every component's config, as a diffusers folder without weights."""
-    files = {"model_index": "model_index.json", "unet": "unet/config.json", "vae": "vae/config.json",
-             "text_encoder": "text_encoder/config.json", "text_encoder_2": "text_encoder_2/config.json",
-             "scheduler": "scheduler/scheduler_config.json"}
-    for name, relative in files.items():
+    for name, relative in SDXL_CONFIG_JSON.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         config = dict(architecture[name])

@@ -17,6 +17,21 @@ from sdxlab.sample.sampler import GeneratedImage, Sampler
 
 STEP_FOLDER = re.compile(r"^step_(\d+)$")
 COMPLETE_MARKER = "checkpoint.json"  # written last by the trainer: folders without it are unfinished
+UNFINISHED_SUFFIX = ".unfinished"  # a training in progress writes lora.unfinished/ (sdxlab.train.publish)
+
+
+def unfinished_training_note(layout: RunLayout) -> str | None:
+    """One sentence when a newer training than the one in `lora/` is unfinished, so nobody mistakes which is sampled."""
+    unfinished = layout.lora.with_name(layout.lora.name + UNFINISHED_SUFFIX)
+    if not unfinished.is_dir():
+        return None
+    steps = sorted(int(match.group(1)) for folder in (unfinished / "checkpoints").glob("step_*")
+                   if (match := STEP_FOLDER.match(folder.name)) and (folder / COMPLETE_MARKER).is_file())
+    where = f"its newest checkpoint is step {steps[-1]}" if steps else "it saved no checkpoint yet"
+    sampled = (f"these pictures use the last finished training in {layout.lora}"
+               if (layout.lora / "train_config.json").is_file() else "no training has finished yet")
+    return (f"A newer training stopped before it finished ({unfinished}; {where}): {sampled}; "
+            "run 02_train with train_resume=True to finish it.")
 
 
 def checkpoint_loras(layout: RunLayout, which: str | Sequence[str] | None = "all") -> list[Path]:

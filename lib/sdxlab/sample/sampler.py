@@ -126,6 +126,10 @@ class Sampler:
             notes.append(f"The LoRA was trained on '{trained_model}' but the base model is '{model}'; "
                          "a LoRA only fits the model it was trained on.")
         lora_path = _lora_path(layout, config, lora_file)
+        from sdxlab.sample.checkpoints import unfinished_training_note  # (checkpoints imports this module)
+
+        if lora_file is None and (unfinished := unfinished_training_note(layout)):
+            notes.append(unfinished)
         pipe = load_pipeline(model, device=device, allow_pickle=allow_pickle)
         sampler = cls(pipe, subject_token=config.get("subject_token", "sks"), class_word=config.get("class_word", "person"),
                       model=str(model), fuse_lora=fuse_lora, notes=notes)

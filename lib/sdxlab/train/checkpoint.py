@@ -9,7 +9,8 @@
 - `checkpoint.json`: the step, the batch size actually used, and the parameters resuming must not change.
 
 The folder is written under a temporary name and renamed when complete (rename is atomic), and
-`checkpoint.json` is written last, so only complete checkpoints are ever found.
+`checkpoint.json` is written last, so only complete checkpoints are ever found. A checkpoint damaged later
+(a truncated file, a full disk while copying) is named when resuming, and the newest intact one is used instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +110,69 @@ def prune(checkpoints_dir: Path, keep: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+class DamagedCheckpoint(TrainError):
+    """A checkpoint file that cannot be read; the message names the file."""
+
+
+def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
+    try:
+        return reader(path)
+    except Exception as error:
+        detail = (str(error).strip().splitlines() or ["no details"])[0][:160]
+        raise DamagedCheckpoint(f"Checkpoint file {path} is damaged ({type(error).__name__}: {detail})") from error
+
+
 def load_checkpoint(folder: Path, process: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(adapters, training_state, rng_states) of a checkpoint folder."""
-    adapters = load_file(str(folder / ADAPTERS_FILE))
-    training_state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    """(adapters, training_state, rng_states) of a checkpoint folder; DamagedCheckpoint names an unreadable file."""
     rng_file = folder / f"rng_{process}.pt"
     if not rng_file.is_file():
         raise TrainError(f"{folder} was written by fewer processes than this run has; resume with the same "
                          "number of GPUs, or set train_resume=False to start over.")
-    rng_states = torch.load(rng_file, map_location="cpu", weights_only=True)
+    adapters = _read(folder / ADAPTERS_FILE, lambda path: load_file(str(path)))
+    training_state = _read(folder / STATE_FILE, lambda path: torch.load(path, map_location="cpu", weights_only=True))
+    rng_states = _read(rng_file, lambda path: torch.load(path, map_location="cpu", weights_only=True))
     return adapters, training_state, rng_states
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint to continue from, already read (so a damaged file shows before any model is loaded)."""
+
+    folder: Path
+    info: dict[str, Any]
+    adapters: dict[str, torch.Tensor]
+    training_state: dict[str, Any]
+    rng_states: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.info["step"])
+
+
+def find_resume_point(checkpoint_dirs: Sequence[Path], config: TrainConfig, dataset_hash: str,
+                      process: int = 0, say: Callable[[str], None] = print) -> ResumePoint | None:
+    """The newest intact checkpoint of the first of `checkpoint_dirs` that has one, or None if none has any.
+
+    A damaged checkpoint is named in one sentence (through `say`) and skipped for the next older one; if every
+    checkpoint is damaged, the error names the newest. The first intact checkpoint must have been made with
+    these parameters (`check_resumable`).
+    """
+    candidates = [folder for folder_of in checkpoint_dirs for _, folder in reversed(list_checkpoints(folder_of))]
+    damaged: list[DamagedCheckpoint] = []
+    for folder in candidates:
+        try:
+            _read(folder / INFO_FILE, lambda path: json.loads(path.read_text()))
+            adapters, training_state, rng_states = load_checkpoint(folder, process)
+        except DamagedCheckpoint as error:
+            damaged.append(error)
+            continue
+        info = check_resumable(folder, config, dataset_hash)
+        if damaged:
+            say(f"{damaged[0]}; resuming from {folder}, the newest intact checkpoint (step {info['step']}).")
+        return ResumePoint(folder, info, adapters, training_state, rng_states)
+    if damaged:
+        raise TrainError(f"{damaged[0]}, and no earlier checkpoint is intact; set train_resume=False to start over.")
+    return None
 
 
 def split_adapters(adapters: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

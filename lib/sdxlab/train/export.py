@@ -25,6 +25,7 @@ import json
 import math
 import re
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any
 
 import torch
 
-from sdxlab.files import write_safetensors
+from sdxlab import files
 
 # The value kohya's sd-scripts and the WebUIs use to recognise an SDXL LoRA.
 SDXL_BASE_MODEL_VERSION = "sdxl_base_v1-0"
@@ -77,7 +78,9 @@ def export_lora(
     in kohya's SGM layout; it defaults to SDXL-base-1.0's, which every SDXL fine-tune shares, so pass it for
     any other UNet (the tiny test model, for one).
 
-    Everything is converted and checked before the first byte is written; each file is written atomically.
+    Everything is converted and checked before the first byte is written, and the files are written as one
+    group (`sdxlab.files.write_together`): all of this export's files are in place, or none of them. Every
+    file carries the same `sdxlab_export_id` metadata, so a reader can tell which files belong together.
     """
     out_dir = Path(out_dir)
     if not name or Path(name).name != name:
@@ -96,14 +99,42 @@ def export_lora(
     embedding_tensors = _checked_embeddings(embeddings) if embeddings else None
     diffusers_tensors, diffusers_metadata = _diffusers_file_contents(out_dir, components, configs)
 
-    diffusers_path = write_safetensors(out_dir / f"{name}.safetensors", diffusers_tensors,
-                                       metadata={**diffusers_metadata, **file_metadata})
-    kohya_path = write_safetensors(out_dir / f"{name}_kohya.safetensors", kohya_tensors, metadata=file_metadata)
+    file_metadata["sdxlab_export_id"] = uuid.uuid4().hex  # the same in every file of this export
+
+    def writer(tensors, file_meta):
+        return lambda path: save_file(tensors, str(path), metadata=file_meta)
+
+    diffusers_path, kohya_path = out_dir / f"{name}.safetensors", out_dir / f"{name}_kohya.safetensors"
+    writers = {diffusers_path: writer(diffusers_tensors, {**diffusers_metadata, **file_metadata}),
+               kohya_path: writer(kohya_tensors, file_metadata)}
     embeddings_path = None
     if embedding_tensors is not None:
-        embeddings_path = write_safetensors(out_dir / f"{name}_emb.safetensors", embedding_tensors,
-                                            metadata=file_metadata)
+        embeddings_path = out_dir / f"{name}_emb.safetensors"
+        writers[embeddings_path] = writer(embedding_tensors, file_metadata)
+    # one export, one group: a failure part-way leaves the previous export's files as they were
+    files.write_together(writers)
     return ExportedFiles(diffusers=diffusers_path, kohya=kohya_path, embeddings=embeddings_path)
+
+
+def save_file(tensors, path: str, metadata: Mapping[str, str] | None = None) -> None:
+    """safetensors' writer, looked up at call time (tests replace it to simulate a full disk)."""
+    import safetensors.torch
+
+    safetensors.torch.save_file(tensors, path, metadata=dict(metadata) if metadata is not None else None)
+
+
+def export_training(folder: str | Path, pipe, name: str, text_encoders: bool, new_tokens,
+                    metadata: Mapping[str, str]) -> ExportedFiles:
+    """Export the LoRA a training pipeline carries now (with its peft configurations) into `folder`."""
+    from sdxlab.train.lora import adapter_state
+
+    parts = adapter_state(pipe, text_encoders, new_tokens)
+    text_configs = [encoder.peft_config["default"] if text_encoders else None
+                    for encoder in (pipe.text_encoder, pipe.text_encoder_2)]
+    return export_lora(folder, name, parts["unet"], parts["text_encoder"], parts["text_encoder_2"], parts["embeddings"],
+                       metadata, unet_lora_config=pipe.unet.peft_config["default"],
+                       text_encoder_lora_config=text_configs[0], text_encoder_2_lora_config=text_configs[1],
+                       unet_config=pipe.unet.config)
 
 
 def training_metadata(config: Mapping[str, Any], dataset_hash: str, comment: str = "") -> dict[str, str]:
@@ -311,7 +342,7 @@ def _diffusers_file_contents(out_dir: Path, components: Mapping[str, Mapping[str
             arguments[f"{part}_lora_layers"] = components[part]
             arguments[f"{part}_lora_adapter_metadata"] = configs.get(part)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".export-", suffix=files.PARTIAL_MARK, dir=out_dir) as scratch:
         StableDiffusionXLPipeline.save_lora_weights(scratch, weight_name="lora.safetensors", **arguments)
         written = Path(scratch) / "lora.safetensors"
         with safe_open(str(written), framework="pt") as handle:

@@ -8,18 +8,22 @@
    a progress bar and a loss curve;
 6. export the LoRA in diffusers and kohya formats, write train_config.json, loss.csv, loss.png and the cost.
 
+Everything is written into `lora.unfinished/` and replaces `lora/` whole at the end (`publish`), so a training
+that fails or is interrupted never touches the previous result.
+
 Data parallelism: `accelerate launch --multi_gpu --num_processes N -m sdxlab.train --profile sdxl --run <run>`
 (or torchrun, or any script calling `train`) starts one process per GPU; every process trains on its own slice
 of each batch and the LoRA gradients are averaged before each optimiser step, so N GPUs take N times the
-samples per step. One process (CPU or one GPU) needs nothing special.
+samples per step. Every process draws the noise of the whole global batch and keeps its rows, so N processes
+train the LoRA one process would train with an N-times batch. One process (CPU or one GPU) needs nothing special.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -33,12 +37,13 @@ from tqdm.auto import tqdm
 
 from sdxlab import files
 from sdxlab.train import checkpoint as ckpt
+from sdxlab.train import publish
 from sdxlab.train.cache import Captions, build_views, view_indices
 from sdxlab.train.conditioning import encode_tokens
 from sdxlab.train.config import COMMON_PARAMETERS, TrainConfig, TrainError
 from sdxlab.train.data import dataset_hash, read_dataset
 from sdxlab.train.graphed import choose_step_runner
-from sdxlab.train.lora import add_text_encoder_lora, add_unet_lora, load_lora_state, lora_state
+from sdxlab.train.lora import adapter_state, add_text_encoder_lora, add_unet_lora, load_lora_state
 from sdxlab.train.memory import CPU_AUTO_BATCH, is_out_of_memory, largest_fitting_batch, out_of_memory_advice
 from sdxlab.train.optim import build_optimizer, build_schedule
 from sdxlab.train.pivotal import NewTokenEmbeddings, replace_subject
@@ -95,7 +100,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     from diffusers import DDPMScheduler
 
     from sdxlab.models import choose_placement, load_pipeline
-    from sdxlab.train.export import cost_line, export_lora, training_metadata
+    from sdxlab.train.export import cost_line, export_training, training_metadata
 
     started = time.perf_counter()
     callbacks = list(callbacks)
@@ -104,23 +109,26 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     config.validate()
     examples = read_dataset(config.dataset_dir, config.resolution, need_masks=config.masked_loss)
     data_hash = dataset_hash(config.dataset_dir, examples)
-    checkpoints_dir = config.output_dir / "checkpoints"
-    resume_folder, resume_info = _find_resume_point(config, checkpoints_dir, data_hash)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainError("device='cuda' but no CUDA GPU is visible to PyTorch; use device=\"auto\" or \"cpu\".")
     placement = choose_placement(config.device, None if config.precision == "auto" else config.precision)
     accelerator = Accelerator(cpu=placement.device.type == "cpu")
     device, main = accelerator.device, accelerator.is_main_process
     autocast_dtype = None if placement.dtype == torch.float32 else placement.dtype
-    if main and not resume_folder:
-        shutil.rmtree(checkpoints_dir, ignore_errors=True)  # train_resume=False: this run starts over
-        shutil.rmtree(config.output_dir / "validation", ignore_errors=True)
     show = config.progress and main
+    # this training writes into work_dir (lora.unfinished/) and replaces config.output_dir only when complete
+    work_dir = publish.unfinished_dir(config.output_dir)
+    checkpoints_dir = work_dir / "checkpoints"
+    resume = _find_resume_point(config, work_dir, data_hash, accelerator.process_index, say=print if main else _quiet)
+    resume_info = resume.info if resume else None
 
     # --- 2. the model, the subject's tokens, class images ------------------------------------------------
     if pipe is None:
         pipe = load_pipeline(config.model, device=device, dtype=placement.dtype, allow_pickle=config.allow_pickle)
     pipe.set_progress_bar_config(disable=True)
+    if main:  # the model loaded: only now is an earlier unfinished training set aside (or continued)
+        publish.prepare(work_dir, config.output_dir, resume.folder if resume else None)
+    accelerator.wait_for_everyone()
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # the forward process SDXL was trained with
     tokens = config.token_strings
     new_tokens = None
@@ -208,8 +216,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
                      loss_weights=weights if config.masked_loss else None, is_prior=is_prior)
 
     def loss_of(batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        noise = draw_noise(batch.latents, generator, config.noise_offset)
-        timesteps = draw_timesteps(len(batch.latents), noise_scheduler.config.num_train_timesteps, generator, device)
+        # every process draws the noise and timesteps of the whole global micro-batch and keeps its own rows,
+        # so N processes train exactly as one process with an N times larger batch
+        rows = _own_rows(int((~batch.is_prior).sum()), int(batch.is_prior.sum()), accelerator.num_processes,
+                         accelerator.process_index, device)
+        everyone = batch.latents.new_empty((len(batch.latents) * accelerator.num_processes, *batch.latents.shape[1:]))
+        noise = draw_noise(everyone, generator, config.noise_offset)[rows]
+        timesteps = draw_timesteps(len(everyone), noise_scheduler.config.num_train_timesteps, generator, device)[rows]
         loss = diffusion_loss(unet, noise_scheduler, batch, noise, timesteps, config.min_snr_gamma,
                               config.prior_loss_weight, autocast_dtype)
         return loss, noise, timesteps
@@ -217,10 +230,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     unet.train()
     for encoder in text_encoders:
         encoder.train(config.text_encoder)
-    start_step = resume_info["step"] if resume_info else 0
-    if resume_folder:
-        adapters, resume_state, resume_rng = ckpt.load_checkpoint(resume_folder, accelerator.process_index)
-        parts = ckpt.split_adapters(adapters)
+    start_step = resume.step if resume else 0
+    if resume:
+        parts = ckpt.split_adapters(resume.adapters)
         load_lora_state(unet, parts["unet"])
         if config.text_encoder:
             load_lora_state(pipe.text_encoder, parts["text_encoder"])
@@ -248,36 +260,24 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     optimizer = build_optimizer(parameter_groups, config, device)
     schedule = build_schedule(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=placement.dtype == torch.float16)  # fp16 needs loss scaling
-    noise_generator = torch.Generator(device).manual_seed(config.seed + 1_000 * accelerator.process_index)
+    noise_generator = torch.Generator(device).manual_seed(config.seed)  # the same stream in every process
     history: list[dict[str, float]] = []
     train_seconds = 0.0
-    if resume_folder:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        schedule.load_state_dict(resume_state["schedule"])
-        scaler.load_state_dict(resume_state["scaler"])
-        ckpt.restore_rng(resume_rng, noise_generator)
-        train_seconds = float(resume_state.get("train_seconds", 0.0))
-        history = _read_history(config.output_dir / "loss.csv", start_step)
+    if resume:
+        optimizer.load_state_dict(resume.training_state["optimizer"])
+        schedule.load_state_dict(resume.training_state["schedule"])
+        scaler.load_state_dict(resume.training_state["scaler"])
+        ckpt.restore_rng(resume.rng_states, noise_generator)
+        train_seconds = float(resume.training_state.get("train_seconds", 0.0))
+        history = _read_history(work_dir / "loss.csv", start_step)
         if show:
-            print(f"Resuming from {resume_folder} (step {start_step} of {config.steps}).")
+            print(f"Resuming from {resume.folder} (step {start_step} of {config.steps}).")
 
-    def adapters_now() -> dict[str, dict[str, torch.Tensor] | None]:
-        return {
-            "unet": lora_state(unet),
-            "text_encoder": lora_state(pipe.text_encoder) if config.text_encoder else None,
-            "text_encoder_2": lora_state(pipe.text_encoder_2) if config.text_encoder else None,
-            "embeddings": new_tokens.state() if new_tokens is not None else None,
-        }
+    metadata = training_metadata(config_json(config, data_hash, batch_size), data_hash)  # in every exported file
+    metadata["ss_learning_rate"] = str(config.learning_rate)
 
     def export_to(folder: Path):
-        parts = adapters_now()
-        metadata = training_metadata(config_json(config, data_hash, batch_size), data_hash)
-        metadata["ss_learning_rate"] = str(config.learning_rate)
-        return export_lora(folder, config.lora_name, parts["unet"], parts["text_encoder"], parts["text_encoder_2"],
-                           parts["embeddings"], metadata, unet_lora_config=unet.peft_config["default"],
-                           text_encoder_lora_config=pipe.text_encoder.peft_config["default"] if config.text_encoder else None,
-                           text_encoder_2_lora_config=pipe.text_encoder_2.peft_config["default"] if config.text_encoder else None,
-                           unet_config=unet.config)
+        return export_training(folder, pipe, config.lora_name, config.text_encoder, new_tokens, metadata)
 
     def save_checkpoint(step: int, rng_states: dict[str, Any]) -> Path | None:
         if not all(torch.isfinite(p).all() for p in trainable):  # never let a bad step overwrite a good checkpoint
@@ -294,9 +294,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
             info = {"fingerprint": json.loads(json.dumps(config.fingerprint(), default=str)), "dataset_hash": data_hash,
                     "batch_size": batch_size, "gradient_checkpointing": checkpointing,
                     "processes": accelerator.num_processes, "loss": history[-1]["loss"] if history else None}
-            folder = ckpt.finish_checkpoint(staging, step, ckpt.join_adapters(adapters_now()), state, info, export_to,
-                                            config.keep_checkpoints)
-            _write_loss_files(config.output_dir, history)
+            adapters = ckpt.join_adapters(adapter_state(pipe, config.text_encoder, new_tokens))
+            folder = ckpt.finish_checkpoint(staging, step, adapters, state, info, export_to, config.keep_checkpoints)
+            _write_loss_files(work_dir, history)
         accelerator.wait_for_everyone()
         return folder
 
@@ -345,7 +345,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
             with _interrupts_deferred():  # never leave an optimizer step half applied
                 scaler.step(optimizer)
                 scaler.update()
-                learning_rate = schedule.get_last_lr()[0]
+                # the step size: the schedule's learning rate, times Prodigy's own estimate d where it has one
+                learning_rate = schedule.get_last_lr()[0] * optimizer.param_groups[0].get("d", 1.0)
                 schedule.step()
                 step += 1
                 boundary_rng = ckpt.capture_rng(noise_generator)
@@ -367,8 +368,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
                         encode_validation_prompts(pipe, validation_prompts, placement.dtype)
                     validation += render_validation(pipe, step, validation_prompts, encoded, config.validation_seeds,
                                                     config.resolution, config.validation_steps,
-                                                    config.validation_guidance, config.output_dir / "validation")
-                    _write_validation_grid(config.output_dir, validation)
+                                                    config.validation_guidance, work_dir / "validation")
+                    _write_validation_grid(work_dir, validation)
                 emit(TrainEvent("checkpoint", step, config.steps, step_loss, learning_rate, history, validation,
                                 checkpoint=folder, pipe=pipe))
     except KeyboardInterrupt:
@@ -378,7 +379,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
             where = f"a checkpoint of step {step} was saved to {folder}"
         else:
             where = f"the checkpoint of step {step} is in {checkpoints_dir}" if step else "nothing was saved (no step finished)"
-        raise TrainingInterrupted(f"Training interrupted at step {step} of {config.steps}; {where}; "
+        kept = (f"; the last finished training in {config.output_dir} is unchanged"
+                if (config.output_dir / publish.CONFIG_FILE).is_file() else "")
+        raise TrainingInterrupted(f"Training interrupted at step {step} of {config.steps}; {where}{kept}; "
                                   "run again with train_resume=True to continue.") from None
     except Exception as error:
         bar.close()
@@ -391,18 +394,22 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     cost = cost_line(wall_seconds, config.gpu_price_per_hour or None)
     result = None
     if main:
-        exported = export_to(config.output_dir)
+        exported = export_to(work_dir)
         values = config_json(config, data_hash, batch_size)
         values.update(lora_file=exported.diffusers.name, kohya_file=exported.kohya.name,
                       embeddings_file=exported.embeddings.name if exported.embeddings else None, tokens=tokens,
                       dataset_hash=data_hash, wall_seconds=round(wall_seconds, 1), cost=cost,
                       final_loss=history[-1]["loss"] if history else None, processes=accelerator.num_processes)
-        config_file = files.write_json(config.output_dir / "train_config.json", values)
-        loss_csv, loss_png = _write_loss_files(config.output_dir, history)
+        _write_loss_files(work_dir, history)
+        files.write_json(work_dir / publish.CONFIG_FILE, values)  # last: it marks the folder complete
+        lora = publish.publish(work_dir, config.output_dir)  # the new training replaces the previous one whole
         print(cost)
-        result = TrainResult(lora_file=exported.diffusers, kohya_file=exported.kohya, embeddings_file=exported.embeddings,
-                             config_file=config_file, loss_csv=loss_csv, loss_png=loss_png,
-                             checkpoints=[f for _, f in ckpt.list_checkpoints(checkpoints_dir)], history=history,
+        validation = [dataclasses.replace(image, path=lora / image.path.relative_to(work_dir)) for image in validation]
+        result = TrainResult(lora_file=lora / exported.diffusers.name, kohya_file=lora / exported.kohya.name,
+                             embeddings_file=lora / exported.embeddings.name if exported.embeddings else None,
+                             config_file=lora / publish.CONFIG_FILE, loss_csv=lora / "loss.csv",
+                             loss_png=lora / "loss.png",
+                             checkpoints=[f for _, f in ckpt.list_checkpoints(lora / "checkpoints")], history=history,
                              validation=validation, wall_seconds=wall_seconds, cost=cost, batch_size=batch_size)
         emit(TrainEvent("end", step, config.steps, history[-1]["loss"] if history else None, None, history,
                         validation, pipe=pipe))
@@ -423,16 +430,20 @@ def config_json(config: TrainConfig, data_hash: str, batch_size: int) -> dict[st
     return out
 
 
-def _find_resume_point(config: TrainConfig, checkpoints_dir: Path, data_hash: str):
-    """(checkpoint folder, its info) to resume from, or (None, None) to start fresh."""
+def _find_resume_point(config: TrainConfig, work_dir: Path, data_hash: str, process: int, say):
+    """The checkpoint to resume from (the unfinished training's, else the finished one's), or None to start fresh."""
     if not config.resume:
-        return None, None
-    found = ckpt.list_checkpoints(checkpoints_dir)
-    if not found:
-        print(f"train_resume=True but {checkpoints_dir} holds no checkpoint yet: starting from step 0.")
-        return None, None
-    folder = found[-1][1]
-    return folder, ckpt.check_resumable(folder, config, data_hash)
+        return None
+    resume = ckpt.find_resume_point([work_dir / "checkpoints", config.output_dir / "checkpoints"], config, data_hash,
+                                    process, say=say)
+    if resume is None:
+        say(f"train_resume=True but neither {work_dir} nor {config.output_dir} holds a checkpoint yet: "
+            "starting from step 0.")
+    return resume
+
+
+def _quiet(message: str) -> None:
+    """Where processes other than the main one send what the main one prints."""
 
 
 def _batch_size_and_checkpointing(config, resume_info, device, view_count, try_batch, enable_checkpointing):
@@ -467,6 +478,12 @@ def _probe(size, make_batch, loss_of, trainable, with_prior, device) -> None:
         loss.backward()
     for parameter in trainable:
         parameter.grad = None
+
+
+def _own_rows(subject: int, prior: int, processes: int, process: int, device) -> torch.Tensor:
+    """Which rows of the global micro-batch (all processes' subject rows, then all their class rows) are ours."""
+    own = [process * subject + i for i in range(subject)] + [processes * subject + process * prior + i for i in range(prior)]
+    return torch.tensor(own, device=device)
 
 
 def _enable_gradient_checkpointing(unet, text_encoders, text_encoders_train: bool) -> None:

@@ -49,3 +49,13 @@ def load_lora_state(model, state: dict[str, torch.Tensor]) -> None:
     if unexpected:
         raise TrainError(f"The checkpoint's LoRA does not fit this model ({len(unexpected)} unknown weights, e.g. "
                          f"{unexpected[0]}); resume with the same model and LoRA settings, or start over.")
+
+
+def adapter_state(pipe, text_encoders: bool, new_tokens=None) -> dict[str, dict[str, torch.Tensor] | None]:
+    """What trains, as it is now: the UNet's LoRA, both text encoders' (when they train) and the new tokens' rows."""
+    return {
+        "unet": lora_state(pipe.unet),
+        "text_encoder": lora_state(pipe.text_encoder) if text_encoders else None,
+        "text_encoder_2": lora_state(pipe.text_encoder_2) if text_encoders else None,
+        "embeddings": new_tokens.state() if new_tokens is not None else None,
+    }
