@@ -199,3 +199,18 @@ def test_captured_step_matches_eager_on_the_gpu():
                                 settings(device="cuda"), None, torch.device("cuda"), steps)
     assert report["mode"] == "captured", report["mode"]
     assert report["passed"], report
+
+
+def test_the_loops_own_draw_is_used_so_several_processes_stay_equal_to_one(tiny_unet):
+    """The loop passes its draw (the whole global micro-batch, this process's rows): the runner must use exactly
+    that noise and those timesteps, not a draw of its own (which would break multi-process equality)."""
+    unet, scheduler, trainable = tiny_unet
+    runner = CapturedStep(unet, scheduler, trainable, settings(), None, torch.device("cpu"), capture=False)
+    batch = make_batch(unet, 7)
+    fixed_noise = torch.randn(batch.latents.shape, generator=torch.Generator().manual_seed(99))
+    fixed_timesteps = torch.tensor([5, 900])
+    loss, noise, timesteps = runner.forward_backward(batch, torch.Generator().manual_seed(0),
+                                                     draw=lambda _batch, _generator: (fixed_noise, fixed_timesteps))
+    assert torch.equal(noise, fixed_noise) and torch.equal(timesteps, fixed_timesteps)
+    eager = diffusion_loss(unet, scheduler, batch, fixed_noise, fixed_timesteps, settings().min_snr_gamma)
+    assert loss.item() == pytest.approx(eager.item(), rel=1e-5)

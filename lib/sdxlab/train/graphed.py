@@ -154,10 +154,15 @@ class CapturedStep:
             return "captured"
         return f"eager ({self.fallback_reason})" if self.fallback_reason else ("eager" if not self.capture else "not yet captured")
 
-    def forward_backward(self, batch: Batch, generator: torch.Generator):
-        noise = draw_noise(batch.latents, generator, self.config.noise_offset)
-        timesteps = draw_timesteps(len(batch.latents), self.noise_scheduler.config.num_train_timesteps, generator,
-                                   batch.latents.device)
+    def forward_backward(self, batch: Batch, generator: torch.Generator, draw=None):
+        """`draw(batch, generator) -> (noise, timesteps)` is the loop's own draw (several processes share one
+        stream and keep their own rows); without it, one process's draw, as `step.py` makes it."""
+        if draw is not None:
+            noise, timesteps = draw(batch, generator)
+        else:
+            noise = draw_noise(batch.latents, generator, self.config.noise_offset)
+            timesteps = draw_timesteps(len(batch.latents), self.noise_scheduler.config.num_train_timesteps, generator,
+                                       batch.latents.device)
         self._refill(batch, noise, timesteps)
         if self.capture and self.graph is None:
             self._try_capture()

@@ -215,7 +215,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         return Batch(latents=latents, prompt_embeds=prompt_embeds, pooled=pooled, time_ids=time_ids,
                      loss_weights=weights if config.masked_loss else None, is_prior=is_prior)
 
-    def loss_of(batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw_for(batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         # every process draws the noise and timesteps of the whole global micro-batch and keeps its own rows,
         # so N processes train exactly as one process with an N times larger batch
         rows = _own_rows(int((~batch.is_prior).sum()), int(batch.is_prior.sum()), accelerator.num_processes,
@@ -223,6 +223,10 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         everyone = batch.latents.new_empty((len(batch.latents) * accelerator.num_processes, *batch.latents.shape[1:]))
         noise = draw_noise(everyone, generator, config.noise_offset)[rows]
         timesteps = draw_timesteps(len(everyone), noise_scheduler.config.num_train_timesteps, generator, device)[rows]
+        return noise, timesteps
+
+    def loss_of(batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise, timesteps = draw_for(batch, generator)
         loss = diffusion_loss(unet, noise_scheduler, batch, noise, timesteps, config.min_snr_gamma,
                               config.prior_loss_weight, autocast_dtype)
         return loss, noise, timesteps
@@ -330,7 +334,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
                 class_indices = view_indices(config.seed + 1, len(class_views), position, batch_size) if class_views else []
                 batch = make_batch(indices, class_indices)
                 if captured is not None:  # the same forward and backward, replayed from a CUDA graph
-                    loss, noise, timesteps = captured.forward_backward(batch, noise_generator)
+                    loss, noise, timesteps = captured.forward_backward(batch, noise_generator, draw=draw_for)
                 else:
                     loss, noise, timesteps = loss_of(batch, noise_generator)
                     scaler.scale(loss / config.gradient_accumulation).backward()
