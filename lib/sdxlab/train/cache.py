@@ -150,3 +150,16 @@ class Batches:
         prompt_embeds, pooled = self.text(caption_ids)
         return Batch(latents=latents, prompt_embeds=prompt_embeds, pooled=pooled, time_ids=time_ids,
                      loss_weights=weights if self.masked else None, is_prior=is_prior)
+
+
+def build_caches(pipe, examples: list[Example], caption_texts: list[str], class_examples: list[Example], resolution: int,
+                 flip: bool, masked: bool, device: torch.device, progress: bool = True) -> tuple[Captions, Views, Views | None]:
+    """Every caption tokenised once; the subject's views (mirrored too when `flip`) and the class images' views."""
+    captions = Captions.tokenized(pipe, sorted(set(caption_texts) | {e.caption for e in class_examples}))
+    views = build_views(examples, [captions.texts.index(c) for c in caption_texts], pipe.vae, resolution, flip, masked,
+                        device, progress=progress)
+    class_views = None
+    if class_examples:
+        class_views = build_views(class_examples, [captions.texts.index(e.caption) for e in class_examples], pipe.vae,
+                                  resolution, False, False, device, progress=progress)
+    return captions, views, class_views

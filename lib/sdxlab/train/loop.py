@@ -1,12 +1,16 @@
-"""`train(config)`: the whole DreamBooth-LoRA run, top to bottom.
+"""`train(config)`: the whole DreamBooth-LoRA run, top to bottom, in the order its sections are numbered.
 
 1. check the input (config, dataset, resume point) before any model is loaded;
-2. load the model; add pivotal tokens; generate class images if prior preservation is on;
-3. cache latents (and mirror images) and caption embeddings, then move the VAE and text encoders off the GPU;
-4. attach LoRA; pick the batch size; build optimiser, schedule and loss scaler; resume if asked;
-5. the loop: draw a batch, noise it, predict, weigh the error, step — with checkpoints, validation images,
+2. load the model; add pivotal tokens; generate class images if prior preservation is on (`prior`);
+3. cache latents (and mirror images) and tokenised captions, then move the VAE off the GPU (`cache`);
+4. attach LoRA (`lora`); the text side's phases (`pivotal.TextPhases`: when the captions' encodings are cached
+   and the text encoders leave the GPU); the step's math (`step.TrainingStep`); resume the weights;
+5. pick the batch size (`memory`); build optimiser, schedule and loss scaler (`optim`) and the checkpoints'
+   writer (`checkpoint.Checkpointer`); resume their states;
+6. the loop: draw a batch, noise it, predict, weigh the error, step — with checkpoints, validation images,
    a progress bar and a loss curve;
-6. export the LoRA in diffusers and kohya formats, write train_config.json, loss.csv, loss.png and the cost.
+7. export the LoRA in diffusers and kohya formats (`export`), write train_config.json, loss.csv, loss.png and
+   the cost, and publish (`publish`).
 
 Everything is written into `lora.unfinished/` and replaces `lora/` whole at the end (`publish`), so a training
 that fails or is interrupted never touches the previous result.
@@ -35,16 +39,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sdxlab import files
 from sdxlab.train import checkpoint as ckpt
 from sdxlab.train import publish
-from sdxlab.train.cache import Batches, Captions, build_views
+from sdxlab.train.cache import Batches, build_caches
 from sdxlab.train.config import TrainConfig, TrainError
 from sdxlab.train.data import dataset_hash, read_dataset
 from sdxlab.train.graphed import choose_step_runner
 from sdxlab.train.lora import adapter_state, load_adapters, parameter_groups
 from sdxlab.train.memory import (
     agree_across_processes,
+    batch_line,
     batch_size_and_checkpointing,
     enable_gradient_checkpointing,
     probe,
@@ -117,7 +121,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     from diffusers import DDPMScheduler
 
     from sdxlab.models import choose_placement, load_pipeline
-    from sdxlab.train.export import cost_line, export_training, training_metadata
+    from sdxlab.train.export import cost_line, training_exporter
 
     started = time.perf_counter()
 
@@ -154,13 +158,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         class_examples = class_examples_for(pipe, config, accelerator, device)
 
         # --- 3. caches: every image through the VAE once, every caption through the text encoders once ------
-        captions = Captions.tokenized(pipe, sorted(set(caption_texts) | {e.caption for e in class_examples}))
-        views = build_views(examples, [captions.texts.index(c) for c in caption_texts], pipe.vae, config.resolution,
-                            config.flip, config.masked_loss, device, progress=show)
-        class_views = None
-        if class_examples:
-            class_views = build_views(class_examples, [captions.texts.index(e.caption) for e in class_examples],
-                                      pipe.vae, config.resolution, False, False, device, progress=show)
+        captions, views, class_views = build_caches(pipe, examples, caption_texts, class_examples, config.resolution,
+                                                    config.flip, config.masked_loss, device, progress=show)
         pipe.vae.to("cpu" if device.type != "cpu" else device)  # only validation images need it again
     except Exception as error:
         raise_if_out_of_memory(error, 1, config.resolution, False)
@@ -191,9 +190,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         try_batch=lambda size: probe(size, batches.make, math_of.loss, trainable, class_views is not None, device))
     batch_size, checkpointing = agree_across_processes(accelerator, batch_size, checkpointing, enable_checkpointing)
     if show:
-        print(f"Batch size {batch_size} per step × {config.gradient_accumulation} accumulation × "
-              f"{processes} process(es); gradient checkpointing {'on' if checkpointing else 'off'}; "
-              f"{len(views)} training views ({len(examples)} images{' + mirrored' if config.flip else ''}).")
+        print(batch_line(batch_size, config.gradient_accumulation, processes, checkpointing, len(views), len(examples),
+                         config.flip))
     optimizer = build_optimizer(groups, config, device)
     schedule = build_schedule(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=placement.dtype == torch.float16)  # fp16 needs loss scaling
@@ -205,10 +203,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         history = publish.read_history(work_dir / "loss.csv", start_step)
         if show:
             print(f"Resuming from {resume.folder} (step {start_step} of {config.steps}).")
-    metadata = training_metadata(publish.config_json(config, data_hash, batch_size), data_hash)  # in every exported file
-    metadata["ss_learning_rate"] = str(config.learning_rate)
-    export_to = functools.partial(export_training, pipe=pipe, name=config.lora_name, text_encoders=config.text_encoder,
-                                  new_tokens=new_tokens, metadata=metadata)
+    export_to = training_exporter(pipe, config, publish.config_json(config, data_hash, batch_size), data_hash, new_tokens)
     checkpointer = ckpt.Checkpointer(
         checkpoints_dir, accelerator, trainable, optimizer, schedule, scaler, export=export_to,
         adapters=lambda: ckpt.join_adapters(adapter_state(pipe, config.text_encoder, new_tokens)),
@@ -298,14 +293,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     result = None
     if main:
         exported = export_to(work_dir)
-        values = publish.config_json(config, data_hash, batch_size)
-        values.update(lora_file=exported.diffusers.name, kohya_file=exported.kohya.name,
-                      embeddings_file=exported.embeddings.name if exported.embeddings else None, tokens=tokens,
-                      dataset_hash=data_hash, wall_seconds=round(wall_seconds, 1), cost=cost,
-                      final_loss=history[-1]["loss"] if history else None, processes=processes)
-        publish.write_loss_files(work_dir, history)
-        files.write_json(work_dir / publish.CONFIG_FILE, values)  # last: it marks the folder complete
-        lora = publish.publish(work_dir, config.output_dir)  # the new training replaces the previous one whole
+        values = publish.train_config_values(config, data_hash, batch_size, exported, tokens, wall_seconds, cost,
+                                             history, processes)
+        lora = publish.finish(work_dir, config.output_dir, values, history)  # replaces the previous training whole
         print(cost)
         result = TrainResult.published(lora, work_dir, exported, history, validation, wall_seconds, cost, batch_size)
         _emit(callbacks, TrainEvent("end", step, config.steps, history[-1]["loss"] if history else None, None,

@@ -110,3 +110,10 @@ def agree_across_processes(accelerator, batch_size: int, checkpointing: bool, en
         enable_checkpointing()
         checkpointing = True
     return batch_size, checkpointing
+
+
+def batch_line(batch_size: int, accumulation: int, processes: int, checkpointing: bool, views: int, images: int,
+               flip: bool) -> str:
+    return (f"Batch size {batch_size} per step × {accumulation} accumulation × {processes} process(es); gradient "
+            f"checkpointing {'on' if checkpointing else 'off'}; {views} training views ({images} images"
+            f"{' + mirrored' if flip else ''}).")

@@ -142,3 +142,21 @@ def write_validation_grid(output_dir: Path, validation: list) -> Path:
     path = files.save_figure(output_dir / "validation_grid.png", figure)
     plots.close(figure)
     return path
+
+
+def finish(work_dir: Path, output_dir: Path, values: dict[str, Any], history: list[dict[str, float]]) -> Path:
+    """Write the loss files and train_config.json (last: it marks the folder complete), then publish."""
+    write_loss_files(work_dir, history)
+    files.write_json(work_dir / CONFIG_FILE, values)
+    return publish(work_dir, output_dir)  # the new training replaces the previous one whole
+
+
+def train_config_values(config, data_hash: str, batch_size: int, exported, tokens: list[str], wall_seconds: float,
+                        cost: str, history: list[dict[str, float]], processes: int) -> dict[str, Any]:
+    """train_config.json: the parameters (`config_json`), the files exported, and how the training went."""
+    values = config_json(config, data_hash, batch_size)
+    values.update(lora_file=exported.diffusers.name, kohya_file=exported.kohya.name,
+                  embeddings_file=exported.embeddings.name if exported.embeddings else None, tokens=tokens,
+                  dataset_hash=data_hash, wall_seconds=round(wall_seconds, 1), cost=cost,
+                  final_loss=history[-1]["loss"] if history else None, processes=processes)
+    return values
