@@ -264,7 +264,7 @@ def test_largest_fitting_batch_lets_other_errors_through():
 
 
 def test_auto_batch_turns_on_gradient_checkpointing_only_when_batch_one_does_not_fit():
-    from sdxlab.train.loop import _batch_size_and_checkpointing
+    from sdxlab.train.memory import batch_size_and_checkpointing as _batch_size_and_checkpointing
 
     cuda = torch.device("cuda")  # only its type is read: no GPU needed
     config = TrainConfig(batch_size="auto", gradient_checkpointing="auto")

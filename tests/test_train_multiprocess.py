@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 OVERRIDES = ["model=tiny", "resolution=64", "train_steps=3", "train_checkpoint_every=3", "train_lora_rank=4",
              "train_learning_rate=1.0e-2", "train_lr_warmup_steps=0", "train_gradient_accumulation=2",
-             "train_noise_offset=0.05", "train_validation_prompts=[]", "train_progress=false"]
+             "train_noise_offset=0.05", "train_validation_prompts=[]"]
 
 
 def train_command(outputs: Path, run: str, batch_size: int) -> list[str]:

@@ -9,6 +9,7 @@ pivotal-tuning phase).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from sdxlab.train.conditioning import encode_prompts, micro_conditioning, tokenize
 from sdxlab.train.data import Example, load_mask, load_pixels
+from sdxlab.train.step import Batch
 
 
 @dataclass
@@ -114,3 +116,50 @@ def view_indices(seed: int, view_count: int, start: int, count: int) -> list[int
         indices += order[offset : offset + take].tolist()
         position += take
     return indices
+
+
+@dataclass
+class Batches:
+    """Micro-batches put together from the cached views: subject views first, then class views (prior)."""
+
+    views: Views
+    class_views: Views | None
+    text: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # caption ids -> (prompt_embeds, pooled)
+    masked: bool  # whether the loss is weighted by the masks
+    device: torch.device
+
+    def indices(self, seed: int, position: int, count: int) -> tuple[list[int], list[int]]:
+        """The subject and class views at `position` of their endless shuffled streams (`view_indices`)."""
+        indices = view_indices(seed, len(self.views), position, count)
+        class_indices = view_indices(seed + 1, len(self.class_views), position, count) if self.class_views else []
+        return indices, class_indices
+
+    def make(self, indices: list[int], class_indices: list[int]) -> Batch:
+        views, class_views, device = self.views, self.class_views, self.device
+        rows = torch.tensor(indices, device=device)
+        latents, time_ids = views.latents[rows], views.time_ids[rows]
+        weights, caption_ids = views.loss_weights[rows], views.caption_ids[rows]
+        is_prior = torch.zeros(len(indices), dtype=torch.bool, device=device)
+        if class_indices:
+            extra = torch.tensor(class_indices, device=device)
+            latents = torch.cat([latents, class_views.latents[extra]])
+            time_ids = torch.cat([time_ids, class_views.time_ids[extra]])
+            weights = torch.cat([weights, class_views.loss_weights[extra]])
+            caption_ids = torch.cat([caption_ids, class_views.caption_ids[extra]])
+            is_prior = torch.cat([is_prior, torch.ones(len(class_indices), dtype=torch.bool, device=device)])
+        prompt_embeds, pooled = self.text(caption_ids)
+        return Batch(latents=latents, prompt_embeds=prompt_embeds, pooled=pooled, time_ids=time_ids,
+                     loss_weights=weights if self.masked else None, is_prior=is_prior)
+
+
+def build_caches(pipe, examples: list[Example], caption_texts: list[str], class_examples: list[Example], resolution: int,
+                 flip: bool, masked: bool, device: torch.device, progress: bool = True) -> tuple[Captions, Views, Views | None]:
+    """Every caption tokenised once; the subject's views (mirrored too when `flip`) and the class images' views."""
+    captions = Captions.tokenized(pipe, sorted(set(caption_texts) | {e.caption for e in class_examples}))
+    views = build_views(examples, [captions.texts.index(c) for c in caption_texts], pipe.vae, resolution, flip, masked,
+                        device, progress=progress)
+    class_views = None
+    if class_examples:
+        class_views = build_views(class_examples, [captions.texts.index(e.caption) for e in class_examples], pipe.vae,
+                                  resolution, False, False, device, progress=progress)
+    return captions, views, class_views

@@ -58,7 +58,7 @@ def read_info(folder: Path) -> dict[str, Any]:
 def check_resumable(folder: Path, config: TrainConfig, dataset_hash: str) -> dict[str, Any]:
     """The checkpoint's info, after checking that resuming from it gives the run these parameters describe."""
     info = read_info(folder)
-    saved, current = info["fingerprint"], json.loads(json.dumps(config.fingerprint(), default=str))
+    saved, current = info["fingerprint"], fingerprint_json(config)
     changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
     if changed:
         first = changed[0]
@@ -69,6 +69,11 @@ def check_resumable(folder: Path, config: TrainConfig, dataset_hash: str) -> dic
         raise TrainError(f"Cannot resume from {folder}: the dataset changed since that checkpoint; "
                          "set train_resume=False to start over on the new dataset.")
     return info
+
+
+def fingerprint_json(config: TrainConfig) -> dict[str, Any]:
+    """The parameters resuming must not change, as checkpoint.json stores them."""
+    return json.loads(json.dumps(config.fingerprint(), default=str))
 
 
 def begin_checkpoint(checkpoints_dir: Path, step: int) -> Path:
@@ -204,3 +209,74 @@ def restore_rng(states: dict[str, Any], noise_generator: torch.Generator) -> Non
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# --- what the training loop calls -----------------------------------------------------------------------
+
+
+def resume_point_for(config: TrainConfig, work_dir: Path, dataset_hash: str, process: int,
+                     say: Callable[[str], None]) -> ResumePoint | None:
+    """The checkpoint to resume from (the unfinished training's, else the finished one's), or None to start fresh."""
+    if not config.resume:
+        return None
+    resume = find_resume_point([work_dir / "checkpoints", config.output_dir / "checkpoints"], config, dataset_hash,
+                               process, say=say)
+    if resume is None:
+        say(f"train_resume=True but neither {work_dir} nor {config.output_dir} holds a checkpoint yet: "
+            "starting from step 0.")
+    return resume
+
+
+def restore_training_state(resume: ResumePoint, optimizer, schedule, scaler, noise_generator: torch.Generator) -> float:
+    """Put the optimiser, schedule, loss scaler and RNGs back as they were; returns the training seconds so far."""
+    optimizer.load_state_dict(resume.training_state["optimizer"])
+    schedule.load_state_dict(resume.training_state["schedule"])
+    scaler.load_state_dict(resume.training_state["scaler"])
+    restore_rng(resume.rng_states, noise_generator)
+    return float(resume.training_state.get("train_seconds", 0.0))
+
+
+def nonfinite_message(what: str, step: int, checkpoints_dir: Path) -> str:
+    found = list_checkpoints(checkpoints_dir)
+    kept = (f"the last good checkpoint is {found[-1][1]} (train_resume=True continues from it)" if found
+            else "no checkpoint was written yet")
+    return (f"Training stopped at step {step} with {what}; {kept}; try a lower train_learning_rate, "
+            "train_precision=\"fp32\", or a smaller train_noise_offset.")
+
+
+@dataclass
+class Checkpointer:
+    """Saves the checkpoints of one training (every process calls `save`; the main process writes the folder)."""
+
+    checkpoints_dir: Path
+    accelerator: Any
+    trainable: list[torch.nn.Parameter]
+    optimizer: Any
+    schedule: Any
+    scaler: Any
+    adapters: Callable[[], dict[str, torch.Tensor]]  # the trainable weights now, joined (`join_adapters`)
+    export: Callable[[Path], Any]  # writes the LoRA files into a folder
+    info: dict[str, Any]  # checkpoint.json: fingerprint, dataset_hash, batch_size, gradient_checkpointing, processes
+    keep: int
+    after: Callable[[list[dict[str, float]]], Any]  # then, on the main process: the loss files from the history
+
+    def save(self, step: int, rng_states: dict[str, Any], train_seconds: float,
+             history: list[dict[str, float]]) -> Path | None:
+        """The checkpoint of `step` (the folder on the main process, None on the others)."""
+        if not all(torch.isfinite(p).all() for p in self.trainable):  # never let a bad step overwrite a good checkpoint
+            raise TrainError(nonfinite_message("NaN or inf in the LoRA weights", step, self.checkpoints_dir))
+        main = self.accelerator.is_main_process
+        staging = begin_checkpoint(self.checkpoints_dir, step) if main else None
+        self.accelerator.wait_for_everyone()
+        staging = staging or self.checkpoints_dir / f".{checkpoint_name(step)}.partial"
+        save_rng(staging, rng_states, self.accelerator.process_index)
+        self.accelerator.wait_for_everyone()
+        folder = None
+        if main:
+            state = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                     "scaler": self.scaler.state_dict(), "train_seconds": train_seconds}
+            info = {**self.info, "loss": history[-1]["loss"] if history else None}
+            folder = finish_checkpoint(staging, step, self.adapters(), state, info, self.export, self.keep)
+            self.after(history)
+        self.accelerator.wait_for_everyone()
+        return folder

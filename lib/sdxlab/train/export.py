@@ -437,3 +437,13 @@ def _sdxl_unet_config() -> dict[str, Any]:
     from sdxlab.models import load_architecture
 
     return load_architecture()["unet"]
+
+
+def training_exporter(pipe, config, parameters: Mapping[str, Any], dataset_hash: str, new_tokens):
+    """`export_training` into a folder, with this training's settings and metadata (checkpoints and final files)."""
+    import functools
+
+    metadata = training_metadata(parameters, dataset_hash)
+    metadata["ss_learning_rate"] = str(config.learning_rate)  # as given, not as train_config.json rounds it
+    return functools.partial(export_training, pipe=pipe, name=config.lora_name, text_encoders=config.text_encoder,
+                             new_tokens=new_tokens, metadata=metadata)

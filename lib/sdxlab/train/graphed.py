@@ -11,8 +11,8 @@ What the graph holds, per micro-batch: noising the latents, the UNet forward und
 split, subject rows first, class rows after), and the backward into gradient tensors owned by the graph.
 
 What stays eager, and why:
-- the batch itself (`make_batch`) and the noise and timesteps, drawn with exactly the calls the eager step
-  makes (`draw_noise`, `draw_timesteps`), then copied *into the graph's static input tensors in place*: the
+- the batch itself (`cache.Batches.make`) and the noise and timesteps, drawn with exactly the calls the eager
+  step makes (`TrainingStep.draw`: `draw_noise`, `draw_timesteps`), then copied *into the graph's static input tensors in place*: the
   random stream, checkpoints and resumption are those of the eager step;
 - gradient averaging between processes, clipping and the optimizer step, which the loop runs as for the
   eager step on the gradients handed over after each replay. So the loss is checked for NaN before any

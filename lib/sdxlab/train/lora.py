@@ -59,3 +59,26 @@ def adapter_state(pipe, text_encoders: bool, new_tokens=None) -> dict[str, dict[
         "text_encoder_2": lora_state(pipe.text_encoder_2) if text_encoders else None,
         "embeddings": new_tokens.state() if new_tokens is not None else None,
     }
+
+
+def load_adapters(pipe, parts: dict[str, dict[str, torch.Tensor]], text_encoders: bool, new_tokens=None) -> None:
+    """Put a checkpoint's trainable weights (`checkpoint.split_adapters`) back: the inverse of `adapter_state`."""
+    load_lora_state(pipe.unet, parts["unet"])
+    if text_encoders:
+        load_lora_state(pipe.text_encoder, parts["text_encoder"])
+        load_lora_state(pipe.text_encoder_2, parts["text_encoder_2"])
+    if new_tokens is not None:
+        new_tokens.load_state(parts["embeddings"])
+
+
+def parameter_groups(pipe, config: TrainConfig, new_tokens=None) -> list[dict]:
+    """Attach the LoRA adapters; the optimiser's groups: the UNet's LoRA, the text encoders' (at
+    train_text_encoder_lr), and the new tokens' rows (at train_embedding_lr, without weight decay)."""
+    groups = [{"params": add_unet_lora(pipe.unet, config)}]
+    if config.text_encoder:
+        text_lr = config.text_encoder_lr if config.text_encoder_lr is not None else config.learning_rate
+        for encoder in (pipe.text_encoder, pipe.text_encoder_2):
+            groups.append({"params": add_text_encoder_lora(encoder, config), "lr": text_lr})
+    if new_tokens is not None:
+        groups.append({"params": list(new_tokens.parameters()), "lr": config.embedding_lr, "weight_decay": 0.0})
+    return groups

@@ -17,7 +17,9 @@ import re
 import torch
 from torch import nn
 
+from sdxlab.train.conditioning import encode_tokens
 from sdxlab.train.config import TrainError
+from sdxlab.train.validation import encode_validation_prompts
 
 EMBEDDING_KEYS = ("clip_l", "clip_g")  # text_encoder (CLIP ViT-L) and text_encoder_2 (OpenCLIP bigG)
 
@@ -83,3 +85,56 @@ class NewTokenEmbeddings(nn.Module):
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         for key in EMBEDDING_KEYS:
             self.rows[key].data.copy_(state[key])
+
+
+class TextPhases:
+    """The text side of a training, phase by phase.
+
+    While something in the text encoders trains (their LoRA for the whole run, or the new tokens for the first
+    `pivotal_steps`) they run on every micro-batch's captions. From the step nothing there trains any more,
+    every caption (and validation prompt) is encoded once, and the encoders leave the GPU.
+    """
+
+    def __init__(self, pipe, captions, new_tokens: NewTokenEmbeddings | None, encoders_train: bool,
+                 pivotal_steps: int, validation_prompts: list[str], dtype: torch.dtype,
+                 autocast_dtype: torch.dtype | None, device: torch.device):
+        self.pipe, self.captions, self.new_tokens = pipe, captions, new_tokens
+        self.encoders = [pipe.text_encoder, pipe.text_encoder_2]
+        self.encoders_train, self.pivotal_steps = encoders_train, pivotal_steps
+        self.validation_prompts, self.dtype, self.autocast_dtype, self.device = validation_prompts, dtype, autocast_dtype, device
+        self.validation_encoded = None  # the validation prompts' encodings, once the text side is final
+
+    def live(self, step: int) -> bool:
+        """Whether the text encoders run every step (they train), or their cached output is used."""
+        return self.encoders_train or step < self.pivotal_steps
+
+    def end_phases(self, step: int) -> None:
+        """Freeze what stops training at `step`: the new token embeddings, then (unless they train) the encoders."""
+        if self.new_tokens is not None and step >= self.pivotal_steps and not self.new_tokens.frozen:
+            self.new_tokens.freeze(self.pipe)  # pivotal tuning is over: the new embeddings are final
+        if self.live(step) or self.captions.prompt_embeds is not None:
+            return
+        # nothing on the text side trains any more: encode the captions once and free the encoders
+        self.captions.encode_all(self.pipe, self.device)
+        if self.validation_prompts:
+            self.validation_encoded = encode_validation_prompts(self.pipe, self.validation_prompts, self.dtype)
+        for encoder in self.encoders:
+            encoder.to("cpu" if self.device.type != "cpu" else self.device)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def encode(self, caption_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt_embeds, pooled) of the captions `caption_ids`: cached, or through the (training) encoders."""
+        captions = self.captions
+        if captions.prompt_embeds is not None:
+            return captions.prompt_embeds[caption_ids], captions.pooled[caption_ids]
+        ids = [token_ids[caption_ids.cpu()] for token_ids in captions.token_ids]
+        autocast = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            return encode_tokens(self.encoders, ids)
+
+    def validation(self, step: int):
+        """The validation prompts' encodings at `step` (fresh while the text side still trains)."""
+        if not self.live(step):
+            return self.validation_encoded
+        return encode_validation_prompts(self.pipe, self.validation_prompts, self.dtype)

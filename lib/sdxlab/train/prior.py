@@ -41,3 +41,12 @@ def class_examples(pipe, config: TrainConfig, folder: Path, device: torch.device
     files.write_json(manifest, {"recipe": recipe, "count": config.class_images})
     return [Example(image=path, caption=config.class_prompt_text, mask=None, crop_box=None, original_size=None)
             for path in paths]
+
+
+def class_examples_for(pipe, config: TrainConfig, accelerator, device) -> list[Example]:
+    """The class images this training uses (none without prior preservation): one process generates them, the
+    others wait and find them cached."""
+    if not config.prior_preservation:
+        return []
+    with accelerator.main_process_first():
+        return class_examples(pipe, config, config.output_dir / "class_images", device)

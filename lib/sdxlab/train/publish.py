@@ -19,9 +19,11 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sdxlab import files
 from sdxlab.train import checkpoint as ckpt
+from sdxlab.train.config import COMMON_PARAMETERS
 
 UNFINISHED_SUFFIX = ".unfinished"
 # what a training writes besides the LoRA files named in train_config.json
@@ -95,3 +97,66 @@ def _link_or_copy(source, target) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+# --- the files a training writes besides the LoRA -------------------------------------------------------
+
+
+def config_json(config, data_hash: str, batch_size: int) -> dict[str, Any]:
+    """train_config.json's parameters, named as the notebook's parameters cell names them."""
+    values = config.to_dict()
+    out: dict[str, Any] = {key: values[key] for key in COMMON_PARAMETERS}
+    out.update({f"train_{key}": value for key, value in values.items() if key not in COMMON_PARAMETERS})
+    out["train_batch_size_used"] = batch_size
+    out["dataset_hash"] = data_hash
+    return out
+
+
+def read_history(loss_csv: Path, up_to_step: int) -> list[dict[str, float]]:
+    """loss.csv's rows up to `up_to_step` (where a resumed training continues the curve)."""
+    if not loss_csv.is_file():
+        return []
+    import pandas as pd
+
+    frame = pd.read_csv(loss_csv)
+    return [dict(row) for row in frame[frame["step"] <= up_to_step].to_dict("records")]
+
+
+def write_loss_files(output_dir: Path, history: list[dict[str, float]]) -> tuple[Path, Path]:
+    import pandas as pd
+
+    from sdxlab import plots
+
+    loss_csv = files.write_csv(output_dir / "loss.csv", pd.DataFrame(history, columns=[
+        "step", "loss", "lr", "samples_per_s", "elapsed_s"]))
+    figure = plots.loss_curve(history)
+    loss_png = files.save_figure(output_dir / "loss.png", figure)
+    plots.close(figure)
+    return loss_csv, loss_png
+
+
+def write_validation_grid(output_dir: Path, validation: list) -> Path:
+    from sdxlab import plots
+
+    figure = plots.validation_over_time(validation)
+    path = files.save_figure(output_dir / "validation_grid.png", figure)
+    plots.close(figure)
+    return path
+
+
+def finish(work_dir: Path, output_dir: Path, values: dict[str, Any], history: list[dict[str, float]]) -> Path:
+    """Write the loss files and train_config.json (last: it marks the folder complete), then publish."""
+    write_loss_files(work_dir, history)
+    files.write_json(work_dir / CONFIG_FILE, values)
+    return publish(work_dir, output_dir)  # the new training replaces the previous one whole
+
+
+def train_config_values(config, data_hash: str, batch_size: int, exported, tokens: list[str], wall_seconds: float,
+                        cost: str, history: list[dict[str, float]], processes: int) -> dict[str, Any]:
+    """train_config.json: the parameters (`config_json`), the files exported, and how the training went."""
+    values = config_json(config, data_hash, batch_size)
+    values.update(lora_file=exported.diffusers.name, kohya_file=exported.kohya.name,
+                  embeddings_file=exported.embeddings.name if exported.embeddings else None, tokens=tokens,
+                  dataset_hash=data_hash, wall_seconds=round(wall_seconds, 1), cost=cost,
+                  final_loss=history[-1]["loss"] if history else None, processes=processes)
+    return values

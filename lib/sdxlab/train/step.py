@@ -81,3 +81,44 @@ def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, pred
     snr = alphas_cumprod / (1 - alphas_cumprod)
     clipped = torch.clamp(snr, max=gamma)
     return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+@dataclass
+class TrainingStep:
+    """A micro-batch's noise draw and loss, as the loop (and the captured step, through `draw`) runs them.
+
+    Every process draws the noise and timesteps of the whole global micro-batch and keeps its own rows, so N
+    processes train exactly as one process with an N times larger batch.
+    """
+
+    unet: torch.nn.Module
+    noise_scheduler: object  # the DDPM forward process SDXL was trained with
+    noise_offset: float
+    min_snr_gamma: float | None
+    prior_loss_weight: float
+    autocast_dtype: torch.dtype | None
+    device: torch.device
+    processes: int = 1
+    process: int = 0
+
+    def draw(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = own_rows(int((~batch.is_prior).sum()), int(batch.is_prior.sum()), self.processes, self.process,
+                        self.device)
+        everyone = batch.latents.new_empty((len(batch.latents) * self.processes, *batch.latents.shape[1:]))
+        noise = draw_noise(everyone, generator, self.noise_offset)[rows]
+        timesteps = draw_timesteps(len(everyone), self.noise_scheduler.config.num_train_timesteps, generator,
+                                   self.device)[rows]
+        return noise, timesteps
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, noise, timesteps) of one micro-batch; the loss still carries the graph."""
+        noise, timesteps = self.draw(batch, generator)
+        loss = diffusion_loss(self.unet, self.noise_scheduler, batch, noise, timesteps, self.min_snr_gamma,
+                              self.prior_loss_weight, self.autocast_dtype)
+        return loss, noise, timesteps
+
+
+def own_rows(subject: int, prior: int, processes: int, process: int, device) -> torch.Tensor:
+    """Which rows of the global micro-batch (all processes' subject rows, then all their class rows) are ours."""
+    own = [process * subject + i for i in range(subject)] + [processes * subject + process * prior + i for i in range(prior)]
+    return torch.tensor(own, device=device)
