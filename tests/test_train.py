@@ -358,3 +358,15 @@ def test_prodigy_trains_feed_forward_targets_and_records_its_step_size(train_dat
     assert all(keys[k].abs().max() > 0 for k in keys if ".lora_B." in k)  # B starts at zero: it was trained
     assert any(".ff.net.0.proj.lora_A." in k for k in keys) and any(".proj_in.lora_A." in k for k in keys)
     assert lora_pair_count(result.kohya_file) == lora_pair_count(result.lora_file)
+
+
+def test_pivotal_tuning_validates_at_the_checkpoint_where_the_new_tokens_freeze(train_dataset, tmp_path):
+    """A checkpoint on the very step pivotal tuning ends (steps 4, fraction 0.5, every 2) draws its validation
+    pictures; it used to crash because the prompts' cached encodings only exist from the next step on."""
+    output = tmp_path / "lora"
+    config = tiny_config(train_dataset, output, steps=4, checkpoint_every=2, pivotal_tuning=True,
+                         pivotal_fraction=0.5, embedding_lr=1e-2, validation_prompts=["a photo of {subject} person"],
+                         validation_seeds=[0], validation_steps=2)
+    result = train(config)
+    assert sorted({image.step for image in result.validation}) == [2, 4]
+    assert all(image.path.is_file() for image in result.validation)

@@ -135,6 +135,8 @@ class TextPhases:
 
     def validation(self, step: int):
         """The validation prompts' encodings at `step` (fresh while the text side still trains)."""
-        if not self.live(step):
+        if not self.live(step) and self.validation_encoded is not None:
             return self.validation_encoded
+        # still training, or the checkpoint falls on the very step the text side ends (its encodings are cached
+        # at the start of the next step): encode now, the encoders are still in place
         return encode_validation_prompts(self.pipe, self.validation_prompts, self.dtype)
