@@ -358,7 +358,7 @@ def test_losing_the_face_on_one_seed_no_longer_outranks_better_meaning():
     against a close-up that keeps the face and shows the intent less (CLIP-T 0.30 vs 0.27)."""
     intent = make_intent()
     objective = Objective({"clip": PixelClip(), "likeness": LikenessMeasure(PixelFaces(), SCALE)},
-                          dict(DEFAULT_WEIGHTS, copy=0.0))
+                          {name: DEFAULT_WEIGHTS[name] for name in ("clip_t", "likeness")})
 
     def mean_total(pictures):
         return np.mean([row["total"] for row in objective.score(pictures, intent)])
@@ -484,7 +484,7 @@ def default_heldout_seed_counts() -> dict[str, int]:
     exec("".join(cell["source"]), namespace)
     counts = {"notebook": namespace["search_heldout_seed_count"]}
     for profile in sorted((ROOT / "env" / "profiles").glob("*.yaml")):
-        values = yaml.safe_load(profile.read_text())
+        values = yaml.safe_load(profile.read_text()) or {}  # a profile of comments only is empty
         if "search_heldout_seed_count" in values:
             counts[profile.stem] = values["search_heldout_seed_count"]
     return counts

@@ -151,6 +151,8 @@ def evaluator_for_run(
     device: str = "auto",
     clip_model: str = "tiny",
     resolution: int | None = None,
+    vqa_model: str | None = None,
+    intent_splitter=None,
     **generation: Any,
 ) -> ImageEvaluator:
     """Everything the search needs for one run: the run's model and LoRA (`Sampler.from_run`), the objective
@@ -162,7 +164,8 @@ def evaluator_for_run(
     sampler = Sampler.from_run(layout, model=model, device=device)
     objective = build_objective(weights, dataset_dir=layout.dataset, metrics_dir=layout.metrics,
                                 clip_model=clip_model, device=device,
-                                subject_token=sampler.subject_token, class_word=sampler.class_word)
+                                subject_token=sampler.subject_token, class_word=sampler.class_word,
+                                vqa_model=vqa_model, intent_splitter=intent_splitter)
     generator = SamplerGenerator(sampler, width=resolution, height=resolution, **generation)
     return ImageEvaluator(generator, objective, ImageCache(layout.prompt_search / "cache"))
 
@@ -179,6 +182,20 @@ def file_identity(path: str | os.PathLike | None) -> dict[str, Any] | None:
 
 
 def mean_scores(rows: Sequence[dict[str, float]], names: Sequence[str]) -> dict[str, float]:
-    """Mean of each sub-score and of the total over several seeds."""
-    columns = [*names, TOTAL]
-    return {name: sum(float(row[name]) for row in rows) / len(rows) for name in columns} if rows else {}
+    """Mean of each numeric sub-score and of the total over several seeds; NaN readings ("does not apply")
+    are left out of a mean, labels (`weakest_part`) are not averaged."""
+    import math
+
+    from sdxlab.prompt_search.objective import cell
+
+    means: dict[str, float] = {}
+    if not rows:
+        return means
+    for name in [*names, TOTAL]:
+        values = [cell(row.get(name, math.nan)) for row in rows]
+        numbers = [value for value in values if isinstance(value, float)]
+        if len(numbers) < len(values) and not numbers:
+            continue  # a label column
+        present = [value for value in numbers if not math.isnan(value)]
+        means[name] = sum(present) / len(present) if present else math.nan
+    return means

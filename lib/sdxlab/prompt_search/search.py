@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sdxlab import files
 from sdxlab.prompt_search.evaluation import Evaluator, fingerprint, mean_scores
-from sdxlab.prompt_search.objective import TOTAL, Intent
+from sdxlab.prompt_search.objective import TOTAL, Intent, cell
 from sdxlab.prompt_search.proposers import (
     ProposalContext,
     Proposer,
@@ -202,7 +202,20 @@ class _IntentLoop:
         rng = random.Random(f"{self.settings.seed}|{self.intent.text}|{round_index}")
         return ProposalContext(intent=self.intent, history=list(history), round_index=round_index, rng=rng,
                                top_k=self.settings.top_k, score_names=list(self.evaluator.score_names),
-                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}))
+                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}),
+                               feedback=self.feedback(history))
+
+    def feedback(self, history: list[ScoredPrompt]) -> list[str]:
+        """OPT2I-style: the part of the intent the best prompt's pictures show least (from `part_<role>`)."""
+        from sdxlab.prompt_search.intent import weakest_part
+
+        scorer = getattr(getattr(self.evaluator, "objective", None), "scorers", {}).get("intent_parts")
+        if scorer is None or not history:
+            return []
+        best = sorted(history, key=lambda item: (-item.total, item.round))[0]
+        rows = [row for row in self.mine() if row["prompt"] == best.prompt]
+        weakest = weakest_part(rows, scorer.parts(self.intent.alignment_text))
+        return [weakest.feedback()] if weakest is not None else []
 
     def gather(self, history: list[ScoredPrompt], round_index: int, count: int) -> list[tuple[str, str]]:
         """`count` new, cleaned, distinct prompts with the name of the proposer that made each."""
@@ -260,7 +273,7 @@ class _IntentLoop:
                 path = image_path(prompt, seed)
                 image = os.path.relpath(path, self.output_dir) if path else ""
             new_rows.append({"intent": self.intent.text, "round": round_index, "proposer": proposer, "prompt": prompt,
-                             "seed": seed, **{k: float(v) for k, v in row_scores.items()},
+                             "seed": seed, **{k: cell(v) for k, v in row_scores.items()},
                              "settings": self.settings_key, "image": image})
         self.rows += new_rows
         return history_from_rows(new_rows, self.evaluator.score_names)
@@ -320,7 +333,9 @@ def load_candidates(csv_path: Path, settings_key: str, *, resume: bool = True) -
         _set_aside(csv_path, "it was made with other generation or scoring settings")
         return []
     rows = frame.to_dict("records")
+    text_columns = set(BASE_COLUMNS) | {"settings", "image"}
     for row in rows:
+        row.update({name: cell(value) for name, value in row.items() if name not in text_columns})
         row["round"], row["seed"] = int(row["round"]), int(row["seed"])
     return rows
 
