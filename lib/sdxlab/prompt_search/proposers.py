@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from sdxlab.prompt_search.objective import TOTAL, Intent, subject_prompt
 from sdxlab.prompt_search.vocabulary import (
@@ -41,10 +41,16 @@ class ScoredPrompt:
     scores: Mapping[str, float]
     round: int = 0
     proposer: str = ""
+    recipe: Any = None  # sdxlab.prompt_search.recipe.Recipe when the search also searches the recipe
 
     @property
     def total(self) -> float:
         return float(self.scores[TOTAL])
+
+    @property
+    def key(self) -> tuple:
+        """What makes a candidate: its prompt and its recipe (the same prompt with another guidance is another)."""
+        return (self.prompt, self.recipe)
 
 
 @dataclass

@@ -162,6 +162,13 @@ class PromptSearchSettings(Settings):
         ask = endpoint_asker(proposer)
         return lambda text: split_with_language_model(text, ask)
 
+    def recipe_space(self, start):
+        """What the search may change besides the prompt, starting from `start` (the generation settings above)."""
+        from sdxlab.prompt_search.recipe import RecipeSpace
+
+        return RecipeSpace(start=start, parts=tuple(self.recipe), guidance_range=tuple(self.guidance_range),
+                           lora_scale_range=tuple(self.lora_scale_range))
+
     def search_seeds(self, seed: int) -> list[int]:
         """The fixed seeds every candidate is rendered on: seed, seed+1, ..."""
         return [seed + index for index in range(self.seed_count)]
