@@ -117,3 +117,22 @@ def test_candidates_keep_every_part_column_and_the_weakest_part_reaches_the_prop
     made = generator.made
     again = run_search(evaluator, [intent], [RecordingProposer()], settings, tmp_path, progress=False)
     assert generator.made == made and again.resumed_rows == len(frame)
+
+
+def test_the_front_shows_mood_as_a_third_axis_only_when_a_mood_is_asked_for():
+    from types import SimpleNamespace
+
+    from sdxlab.prompt_search.pareto import pareto_figure
+    from sdxlab.prompt_search.proposers import ScoredPrompt
+
+    intent = Intent.create(INTENT, "sks", "person")
+
+    def search(mood):
+        history = [ScoredPrompt(f"p{i}", {"likeness": i / 5, "clip_t": 0.3 - i / 100, "mood": mood(i), "total": 0.3})
+                   for i in range(5)]
+        return SimpleNamespace(intent=intent, history=history, start=history[0], best=lambda count=1: history[:count])
+
+    with_mood = pareto_figure([search(lambda i: i / 4)])
+    without = pareto_figure([search(lambda i: math.nan)])
+    assert len(with_mood.axes) == 2 and "mood" in with_mood.axes[1].get_ylabel()
+    assert len(without.axes) == 1

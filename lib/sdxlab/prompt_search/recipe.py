@@ -6,7 +6,7 @@ negative prompt can keep away what spoils a face ("deformed face") or the scene.
 therefore a prompt *and* a `Recipe`; every picture is cached under both, every row of candidates.csv records
 both, and the held-out check and the paste-ready output carry both.
 
-Each round of a recipe search spends about half of its candidates on recipe moves (one of the best candidates
+Each round of a recipe search spends a share (`RecipeSpace.share`, a quarter) of its candidates on recipe moves (one of the best candidates
 so far, one searched setting changed: guidance or LoRA scale by a step within its range, or another negative
 prompt from `NEGATIVE_PROMPTS`) and the rest on new prompts from the proposers, rendered with the best
 candidate's recipe.
@@ -82,6 +82,7 @@ class RecipeSpace:
     guidance_range: tuple[float, float] = (3.0, 9.0)
     lora_scale_range: tuple[float, float] = (0.6, 1.2)
     negatives: Sequence[str] = NEGATIVE_PROMPTS
+    share: float = 0.25  # of each round's candidates spent on recipe moves (the rest are new prompts)
 
     def __post_init__(self) -> None:
         self.parts = tuple(self.parts)
@@ -98,7 +99,15 @@ class RecipeSpace:
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start.to_dict(), "parts": list(self.parts), "guidance_range": list(self.guidance_range),
-                "lora_scale_range": list(self.lora_scale_range), "negatives": list(self.negatives)}
+                "lora_scale_range": list(self.lora_scale_range), "negatives": list(self.negatives),
+                "share": self.share}
+
+    def moves(self, count: int, round_index: int) -> int:
+        """How many of a round's `count` candidates are recipe moves: `share` of them, the fraction carried
+        over from round to round (share 0.25 of 4 candidates: one a round; of 2: one every other round)."""
+        if not self.parts or count <= 0:
+            return 0
+        return min(count, int(self.share * count * round_index + 1e-9) - int(self.share * count * (round_index - 1) + 1e-9))
 
     def mutate(self, recipe: Recipe, rng: random.Random) -> Recipe:
         """The recipe with one searched part changed (a step of guidance or LoRA scale, or another negative

@@ -187,3 +187,22 @@ def paste_ready(summary: dict[str, Any]) -> str:
         blocks.append("\n".join(lines))
     note = summary.get("note")
     return (f"# {note}\n\n" if note else "") + "\n\n".join(blocks)
+
+
+def parts_table(result: SearchResult, score_names: Sequence[str]):
+    """Your start and the search's best per intent, side by side on every graded part of the intent
+    (`part_<role>`, `intent_parts`), mood, VQA and the recipe: what the total is made of."""
+    import pandas as pd
+
+    shown = [name for name in score_names if name.startswith(("part_", "vqa")) or name in
+             ("clip_t", "intent_parts", "mood", "likeness")]
+    rows = []
+    for search in result.intents:
+        for label, item in (("your start", search.start), ("search's best", search.best()[0])):
+            row = {"intent": search.intent.text, "candidate": label, "total": item.total,
+                   **{name: item.scores.get(name) for name in shown}}
+            if item.recipe is not None:
+                row["recipe"] = item.recipe.describe()
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.dropna(axis=1, how="all").round(4) if not frame.empty else frame

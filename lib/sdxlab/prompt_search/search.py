@@ -227,12 +227,13 @@ class _IntentLoop:
 
     def gather(self, history: list[ScoredPrompt], round_index: int, count: int) -> list[tuple[str, str, Recipe | None]]:
         """`count` new candidates: (prompt, who proposed it, recipe). With a recipe search about half are recipe
-        moves (a good candidate with one setting changed), the rest new prompts with the best one's recipe."""
+        moves (a good candidate with one setting changed, `RecipeSpace.share` of them), the rest new prompts with
+        the best one's recipe."""
         context = self.context(history, round_index)
         space = self.settings.recipe
         if space is None:
             return [(prompt, name, None) for prompt, name in self.gather_prompts(context, count)]
-        moves = self.recipe_moves(context, count // 2 + (count % 2 and round_index % 2)) if space.searching else []
+        moves = self.recipe_moves(context, space.moves(count, round_index))
         best = context.best(1)[0].recipe if context.history else space.start
         prompts = self.gather_prompts(context, count - len(moves))
         return [(prompt, name, best) for prompt, name in prompts] + moves

@@ -107,9 +107,9 @@ class PromptSearchSettings(Settings):
                                 choices=("rules", "language_model"))
     vqa_model: str | None = setting(None, "a BLIP VQA hub id or folder (safetensors) for the vqa term; None: no vqa "
                                     "term")
-    recipe: list[str] = setting(["negative_prompt", "guidance", "lora_scale"],
-                                "what is searched with the prompt: any of \"negative_prompt\", \"guidance\", "
-                                "\"lora_scale\"; []: the prompt only", check=_recipe)
+    recipe: list[str] = setting([], "also searched with the prompt: any of \"negative_prompt\", \"guidance\", "
+                                "\"lora_scale\"; [] (default): the prompt only, which did better at equal pictures "
+                                "in bench/RESULTS.md", check=_recipe)
     guidance_range: list[float] = setting([3.0, 9.0], "guidance scales the recipe search may try [low, high]",
                                           check=_range)
     lora_scale_range: list[float] = setting([0.6, 1.2], "LoRA scales the recipe search may try [low, high]",
@@ -129,6 +129,9 @@ class PromptSearchSettings(Settings):
         "with likeness (0..1) at least this; None: the search's pick by total", minimum=0, maximum=1)
     heldout_seed_count: int = setting(6, "held-out seeds for that check (never seen by the search); at least 6 for a "
                                          "paired test to reach p < 0.05; more: narrower interval", minimum=2)
+    why_max_parts: int = setting(6, "why the headline wins: at most this many of its added parts (phrases, negative "
+                                    "prompt, guidance, LoRA scale) taken away one at a time, each rendered on the "
+                                    "search seeds (cached); 0: skip", minimum=0)
     resume: bool = setting(True, "continue from candidates.csv if it exists with the same settings")
     lm_model: str = setting("gpt2", "local_lm proposer: a hub id or a local folder of any causal LM")
     lm_max_new_tokens: int = setting(96, "local_lm proposer: tokens generated per prompt", minimum=1)
