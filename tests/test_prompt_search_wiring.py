@@ -136,3 +136,13 @@ def test_the_front_shows_mood_as_a_third_axis_only_when_a_mood_is_asked_for():
     without = pareto_figure([search(lambda i: math.nan)])
     assert len(with_mood.axes) == 2 and "mood" in with_mood.axes[1].get_ylabel()
     assert len(without.axes) == 1
+
+
+def test_vqa_without_a_model_or_with_a_missing_one_is_left_out_with_a_sentence():
+    unset = build_objective({"clip_t": 1.0, "vqa": 0.1}, clip_model="tiny", device="cpu")
+    missing = build_objective({"clip_t": 1.0, "vqa": 0.1}, clip_model="tiny", device="cpu",
+                              vqa_model="/nonexistent/blip-vqa")
+    for objective in (unset, missing):
+        assert objective.terms == {"clip_t": 1.0}
+        assert len(objective.notes) == 1 and objective.notes[0].startswith("vqa: ")
+    assert "search_vqa_model" in unset.notes[0] and "/nonexistent/blip-vqa" in missing.notes[0]
