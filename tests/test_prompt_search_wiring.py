@@ -146,3 +146,17 @@ def test_vqa_without_a_model_or_with_a_missing_one_is_left_out_with_a_sentence()
         assert objective.terms == {"clip_t": 1.0}
         assert len(objective.notes) == 1 and objective.notes[0].startswith("vqa: ")
     assert "search_vqa_model" in unset.notes[0] and "/nonexistent/blip-vqa" in missing.notes[0]
+
+
+def test_the_language_model_is_told_the_weakest_part():
+    import random
+
+    from sdxlab.prompt_search.proposers import ProposalContext, ScoredPrompt, revision_messages
+
+    intent = Intent.create(INTENT, "sks", "person")
+    sentence = "The pictures show the where part ('on Mars') least (score 0.31); make it clearer or more prominent in the prompt."
+    context = ProposalContext(intent, [ScoredPrompt(intent.start_prompt, {"clip_t": 0.3, "total": 0.3})], 1,
+                              random.Random(0), score_names=["clip_t"], feedback=[sentence])
+    assert sentence in revision_messages(context, 3)[1]["content"]
+    context.feedback = []
+    assert "least" not in revision_messages(context, 3)[1]["content"]
