@@ -1,6 +1,9 @@
 """What a picture is worth to the search: a list of named terms, each a column per picture, with weights.
 
-    total = 1.0 x clip_t + 0.05 x likeness - 0.1 x copy          (the default `search_weights`)
+    total = 1.0 x clip_t + 0.1 x intent_parts + 0.05 x mood + 0.05 x likeness - 0.1 x copy   (default `search_weights`)
+
+A term that does not apply to a picture (NaN: mood when the intent names none) is left out of its total and the
+other weights are scaled up so the positive weights still sum to the same.
 
 - `clip_t` (meaning): CLIP alignment of the picture with the person's *intent* ("sks person as an astronaut
   on Mars" read as "person as an astronaut on Mars"), never with the candidate prompt: scored against itself,
@@ -16,6 +19,12 @@
 - `face_found`: 1 when a face was detected; its own column (weight 0 by default: the likeness term already
   charges for a lost face).
 - `copy`: 1 when 04's copy check (`sdxlab.evaluate.copying`) flags the picture as a copy of a training photo.
+
+- `intent_parts`: every part of the intent (who, where, doing, style, lighting, framing, mood) scored by CLIP
+  against a neutral phrase (`part_<role>` columns), soft-min combined (`sdxlab.prompt_search.intent`); the
+  weakest part is fed back to the proposers. `mood`: P(the expression the intent asks for) by fer's real
+  weights (`sdxlab.evaluate.expression`), NaN when no mood is asked. `vqa`: yes/no answers of a BLIP VQA model,
+  only with a model given. Their extra columns (`mood_*`, `weakest_part`, `vqa_*`) are kept, never weighted.
 
 Every column is kept per picture in candidates.csv, whatever its weight. Terms are open: any scorer
 registered in `sdxlab.evaluate` can be weighted by name, and a measure may add several columns.
