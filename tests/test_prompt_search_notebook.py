@@ -23,19 +23,32 @@ def search_folder(demo_run):
 
 
 def test_candidates_csv_has_every_prompt_tried_with_its_sub_scores(search_folder):
-    frame = pd.read_csv(search_folder / "candidates.csv")
+    frame = pd.read_csv(search_folder / "candidates.csv", keep_default_na=False)
     summary = json.loads((search_folder / "best_prompts.json").read_text())
     score_columns = list(summary["objective"]["columns"])
-    assert list(frame.columns) == ["intent", "round", "proposer", "prompt", "seed", *score_columns, "total",
+    recipe = ["negative_prompt", "guidance", "lora_scale"]
+    assert list(frame.columns) == ["intent", "round", "proposer", "prompt", "seed", *recipe, *score_columns, "total",
                                    "settings", "image"]
-    assert {"clip_t", "copy"} <= set(score_columns), "meaning and the copy penalty are kept per picture"
+    assert {"clip_t", "copy", "intent_parts", "part_who", "part_where", "weakest_part"} <= set(score_columns), \
+        "meaning part by part, and the copy penalty, are kept per picture"
     weights = summary["objective"]["weights"]
-    expected = sum(weight * frame[name] for name, weight in weights.items())
+    assert {"clip_t", "intent_parts", "mood"} <= set(weights), summary["objective"]["notes"]
+    # the demo intent names no mood: mood does not apply (empty cells) and the other weights are scaled up
+    assert (frame["mood"] == "").all()
+    present = {name: weight for name, weight in weights.items() if name != "mood"}
+    scale = sum(w for w in weights.values() if w > 0) / sum(w for w in present.values() if w > 0)
+    expected = scale * sum(weight * frame[name].astype(float) for name, weight in present.items())
     assert frame["total"].to_numpy() == pytest.approx(expected.to_numpy()), summary["objective"]["formula"]
-    # demo profile: 1 intent, round 0 (the start) + 3 rounds x 4 candidates, each on 2 search seeds
-    assert frame.groupby("round")["prompt"].nunique().tolist() == [1, 4, 4, 4]
+    # demo profile: 1 intent, round 0 (the start) + 3 rounds x 4 candidates, each on 2 search seeds; a candidate
+    # is a prompt with its recipe
+    candidates = frame.groupby("round").apply(lambda rows: len(rows.drop_duplicates(["prompt", *recipe])))
+    assert candidates.tolist() == [1, 4, 4, 4]
+    # search_recipe is [] by default: every candidate carries the start's recipe (the generation settings)
+    assert set(frame["proposer"]) == {"start", "vocabulary"}
+    assert set(zip(frame["negative_prompt"], frame["guidance"], frame["lora_scale"], strict=True)) == {
+        (summary["generation"]["negative_prompt"], summary["generation"]["guidance"], summary["generation"]["lora_scale"])}
     assert set(frame["seed"]) == set(summary["search_seeds"]) and len(summary["search_seeds"]) == 2
-    assert not frame.duplicated(["prompt", "seed"]).any()
+    assert not frame.duplicated(["prompt", *recipe, "seed"]).any()
     assert frame["prompt"].str.contains("sks person").all()
     assert (frame.loc[frame["round"] == 0, "proposer"] == "start").all()
     assert all((search_folder / image).is_file() for image in frame["image"]), "each row's picture is cached"
@@ -57,7 +70,8 @@ def test_best_prompts_json_reports_heldout_uplift_consistently(search_folder):
     start = heldout[heldout["role"] == "start"].set_index("seed")["total"]
     assert intent["start"]["heldout"]["total"] == pytest.approx(start.mean())
     for item in intent["finalists"]:
-        rows = heldout[heldout["prompt"] == item["prompt"]].set_index("seed")["total"]
+        rows = heldout[heldout["search_rank"] == item["search_rank"]].set_index("seed")["total"]
+        assert set(heldout.loc[heldout["search_rank"] == item["search_rank"], "guidance"]) == {item["recipe"]["guidance"]}
         assert sorted(rows.index) == sorted(summary["heldout_seeds"])
         assert item["uplift"]["mean"] == pytest.approx((rows - start).mean())
         assert item["uplift"]["ci_low"] <= item["uplift"]["mean"] <= item["uplift"]["ci_high"]
@@ -99,13 +113,17 @@ def test_recorded_results_match_best_prompts_json(demo_run, search_folder):
     intent = summary["intents"][0]
     heldout = pd.read_csv(search_folder / "heldout.csv")
     assert recorded["intents"] == len(summary["intents"])
-    assert recorded["prompts_tried"] == intent["prompts_tried"] == pd.read_csv(search_folder / "candidates.csv")["prompt"].nunique()
+    candidates = pd.read_csv(search_folder / "candidates.csv", keep_default_na=False)
+    tried = len(candidates.drop_duplicates(["prompt", "negative_prompt", "guidance", "lora_scale"]))
+    assert recorded["prompts_tried"] == intent["prompts_tried"] == tried
     assert recorded["start_prompt"] == intent["start_prompt"]
     assert recorded["start_heldout_total"] == pytest.approx(heldout.loc[heldout["role"] == "start", "total"].mean())
     assert recorded["headline_prompt"] == intent["headline"]["prompt"] == intent["finalists"][0]["prompt"]
     assert recorded["headline_chosen_by"] == intent["headline_chosen_by"]
     assert recorded["headline_heldout_total"] == pytest.approx(intent["headline"]["heldout"]["total"])
     assert recorded["headline_uplift"] == pytest.approx(intent["headline"]["uplift"])
+    assert recorded["headline_recipe"] == intent["headline"]["recipe"]
+    assert set(recorded["headline_recipe"]) == {"negative_prompt", "guidance", "lora_scale"}
     uplift = recorded["headline_uplift"]
     assert uplift["ci_low"] <= uplift["mean"] <= uplift["ci_high"] and uplift["seeds"] == len(intent["heldout_seeds"])
     assert 0 < uplift["p"] <= uplift["p_holm"] <= 1
@@ -151,3 +169,24 @@ def test_every_parameter_of_05_is_declared_to_the_runner(project):
     cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
     assigned = [node.targets[0].id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)]
     assert set(declared_parameters(notebook)) == set(assigned)
+
+
+def test_why_csv_takes_away_each_added_part_of_the_headline(demo_run, search_folder):
+    from sdxlab.prompt_search.why import added_parts
+
+    summary = json.loads((search_folder / "best_prompts.json").read_text())
+    intent = summary["intents"][0]
+    headline = intent["headline"]
+    why = pd.read_csv(search_folder / "why.csv", keep_default_na=False)
+    assert read_recorded(demo_run.notebooks / "05_prompt_search.ipynb")["why_rows"] == len(why)
+    added = added_parts(headline["prompt"], intent["start_prompt"])
+    if not added:  # the search kept your start: nothing to take away
+        assert why.empty
+        return
+    assert why["kind"].iloc[0] == "headline" and why["prompt"].iloc[0] == headline["prompt"]
+    # the headline row is the headline's own pictures on the search seeds (from the cache): the same mean
+    assert why["total"].iloc[0] == pytest.approx(headline["search"]["total"]) and why["change_total"].iloc[0] == 0
+    assert list(why.loc[why["kind"] == "words", "removed"]) == added[:6]
+    for _, row in why.iloc[1:].iterrows():
+        assert row["removed"] not in row["prompt"].split(", ")
+        assert row["change_total"] == pytest.approx(row["total"] - why["total"].iloc[0])

@@ -21,7 +21,9 @@ from sdxlab.settings.generation import DEFAULTS
 
 
 class ImageGenerator(Protocol):
-    """Makes one picture per (prompt, seed) pair; `settings` holds everything else that changes the picture."""
+    """Makes one picture per (prompt, seed) pair; `settings` holds everything else that changes the picture.
+    A generator that can change its recipe per call (negative prompt, guidance, LoRA scale) takes
+    `options=Recipe.to_dict()` in `generate`."""
 
     settings: dict[str, Any]
 
@@ -87,23 +89,41 @@ class ImageEvaluator:
     def fingerprint(self) -> str:
         return fingerprint({"generator": self.generator.settings, "objective": self.objective.description})
 
-    def images(self, prompts: Sequence[str], seeds: Sequence[int]) -> list:
-        """One picture per pair, generating only the ones the cache does not hold (in one batch)."""
-        if len(prompts) != len(seeds):
-            raise ValueError("prompts and seeds must pair up one to one.")
-        keys = [self.cache.key(prompt, seed, self.generator.settings) for prompt, seed in zip(prompts, seeds, strict=True)]
+    @property
+    def base_recipe(self):
+        """The generator's own negative prompt, guidance and LoRA scale, as a `Recipe` (the search's start)."""
+        from sdxlab.prompt_search.recipe import Recipe
+
+        options = {**DEFAULTS.kwargs(), **getattr(self.generator, "options", {}), **self.generator.settings}
+        return Recipe(str(options.get("negative_prompt") or ""), float(options["guidance"]), float(options["lora_scale"]))
+
+    def picture_settings(self, recipe=None) -> dict[str, Any]:
+        """What the cache key holds besides prompt and seed: the generator's settings with the recipe's."""
+        return {**self.generator.settings, **(recipe.to_dict() if recipe is not None else {})}
+
+    def images(self, prompts: Sequence[str], seeds: Sequence[int], recipes: Sequence | None = None) -> list:
+        """One picture per pair (with its recipe, if given), generating only the ones the cache does not hold
+        (one batch per recipe)."""
+        if len(prompts) != len(seeds) or (recipes is not None and len(recipes) != len(prompts)):
+            raise ValueError("prompts, seeds (and recipes) must pair up one to one.")
+        recipes = list(recipes) if recipes is not None else [None] * len(prompts)
+        keys = [self.cache.key(prompt, seed, self.picture_settings(recipe))
+                for prompt, seed, recipe in zip(prompts, seeds, recipes, strict=True)]
         images = [self.cache.get(key) for key in keys]
         missing = [index for index, image in enumerate(images) if image is None]
-        if missing:
-            fresh = self.generator.generate([prompts[i] for i in missing], [seeds[i] for i in missing])
-            for index, image in zip(missing, fresh, strict=True):
+        for recipe in dict.fromkeys(recipes[index] for index in missing):
+            group = [index for index in missing if recipes[index] == recipe]
+            options = {} if recipe is None else {"options": recipe.to_dict()}
+            fresh = self.generator.generate([prompts[i] for i in group], [seeds[i] for i in group], **options)
+            for index, image in zip(group, fresh, strict=True):
                 self.cache.put(keys[index], image)
                 images[index] = image
-            self.generated += len(missing)
+            self.generated += len(group)
         return images
 
-    def evaluate(self, intent: Intent, prompts: Sequence[str], seeds: Sequence[int]) -> list[dict[str, float]]:
-        images = self.images(prompts, seeds)
+    def evaluate(self, intent: Intent, prompts: Sequence[str], seeds: Sequence[int],
+                 recipes: Sequence | None = None) -> list[dict[str, float]]:
+        images = self.images(prompts, seeds, recipes)
         return self.objective.score(images, intent) if images else []
 
     @property
@@ -111,12 +131,12 @@ class ImageEvaluator:
         """What the reader should know: scorers left out, a missing LoRA."""
         return list(getattr(getattr(self.generator, "sampler", None), "notes", [])) + list(self.objective.notes)
 
-    def image(self, prompt: str, seed: int):
+    def image(self, prompt: str, seed: int, recipe=None):
         """The picture of one pair (from the cache; generated if it was never made)."""
-        return self.images([prompt], [seed])[0]
+        return self.images([prompt], [seed], None if recipe is None else [recipe])[0]
 
-    def image_path(self, prompt: str, seed: int) -> Path:
-        return self.cache.path(self.cache.key(prompt, seed, self.generator.settings))
+    def image_path(self, prompt: str, seed: int, recipe=None) -> Path:
+        return self.cache.path(self.cache.key(prompt, seed, self.picture_settings(recipe)))
 
 
 class SamplerGenerator:
@@ -137,9 +157,11 @@ class SamplerGenerator:
                          "lora": file_identity(lora.path) if lora is not None else None,
                          "tokens": list(getattr(sampler, "tokens", []) or [])}
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list:
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], options: dict[str, Any] | None = None) -> list:
+        """Pictures with the fixed settings, or with `options` (a recipe: negative prompt, guidance, LoRA scale)."""
         pairs = [(prompt, int(seed)) for prompt, seed in zip(prompts, seeds, strict=True)]
-        results = self.sampler.generate_pairs(pairs, batch_size=self.batch_size, progress=self.progress, **self.options)
+        results = self.sampler.generate_pairs(pairs, batch_size=self.batch_size, progress=self.progress,
+                                              **{**self.options, **(options or {})})
         return [result.image for result in results]
 
 
@@ -151,6 +173,8 @@ def evaluator_for_run(
     device: str = "auto",
     clip_model: str = "tiny",
     resolution: int | None = None,
+    vqa_model: str | None = None,
+    intent_splitter=None,
     **generation: Any,
 ) -> ImageEvaluator:
     """Everything the search needs for one run: the run's model and LoRA (`Sampler.from_run`), the objective
@@ -162,7 +186,8 @@ def evaluator_for_run(
     sampler = Sampler.from_run(layout, model=model, device=device)
     objective = build_objective(weights, dataset_dir=layout.dataset, metrics_dir=layout.metrics,
                                 clip_model=clip_model, device=device,
-                                subject_token=sampler.subject_token, class_word=sampler.class_word)
+                                subject_token=sampler.subject_token, class_word=sampler.class_word,
+                                vqa_model=vqa_model, intent_splitter=intent_splitter)
     generator = SamplerGenerator(sampler, width=resolution, height=resolution, **generation)
     return ImageEvaluator(generator, objective, ImageCache(layout.prompt_search / "cache"))
 
@@ -179,6 +204,20 @@ def file_identity(path: str | os.PathLike | None) -> dict[str, Any] | None:
 
 
 def mean_scores(rows: Sequence[dict[str, float]], names: Sequence[str]) -> dict[str, float]:
-    """Mean of each sub-score and of the total over several seeds."""
-    columns = [*names, TOTAL]
-    return {name: sum(float(row[name]) for row in rows) / len(rows) for name in columns} if rows else {}
+    """Mean of each numeric sub-score and of the total over several seeds; NaN readings ("does not apply")
+    are left out of a mean, labels (`weakest_part`) are not averaged."""
+    import math
+
+    from sdxlab.prompt_search.objective import cell
+
+    means: dict[str, float] = {}
+    if not rows:
+        return means
+    for name in [*names, TOTAL]:
+        values = [cell(row.get(name, math.nan)) for row in rows]
+        numbers = [value for value in values if isinstance(value, float)]
+        if len(numbers) < len(values) and not numbers:
+            continue  # a label column
+        present = [value for value in numbers if not math.isnan(value)]
+        means[name] = sum(present) / len(present) if present else math.nan
+    return means

@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sdxlab.prompt_search.evaluation import Evaluator, mean_scores
-from sdxlab.prompt_search.objective import TOTAL, Intent
+from sdxlab.prompt_search.objective import TOTAL, Intent, cell
 from sdxlab.prompt_search.proposers import ScoredPrompt
 from sdxlab.prompt_search.search import SearchResult
 
@@ -136,6 +137,7 @@ class HeldoutEntry:
     per_seed: list[dict[str, float]]
     uplift: Uplift | None = None  # None for the starting prompt itself
     search_rank: int = 0  # 1: the search's own pick; 0: the starting prompt
+    recipe: Any = None  # the candidate's Recipe (negative prompt, guidance, LoRA scale) in a recipe search
 
     @property
     def heldout_total(self) -> float:
@@ -174,18 +176,23 @@ def heldout_check(
     confidence: float = 0.95,
 ) -> HeldoutResult:
     """Render finalists and the starting prompt on the held-out seeds, score them and measure each uplift."""
-    entries = [(start, START_ROLE)] + [(item, FINALIST_ROLE) for item in finalists if item.prompt != start.prompt]
+    entries = [(start, START_ROLE)] + [(item, FINALIST_ROLE) for item in finalists if item.key != start.key]
     prompts = [item.prompt for item, _ in entries for _ in seeds]
     pair_seeds = [int(seed) for _ in entries for seed in seeds]
-    scores = evaluator.evaluate(intent, prompts, pair_seeds)
+    recipes = [item.recipe for item, _ in entries for _ in seeds]
+    if any(recipe is not None for recipe in recipes):
+        scores = evaluator.evaluate(intent, prompts, pair_seeds, recipes=recipes)
+    else:
+        scores = evaluator.evaluate(intent, prompts, pair_seeds)
     rows, results = [], []
     for index, (item, role) in enumerate(entries):
         per_seed = scores[index * len(seeds) : (index + 1) * len(seeds)]
         results.append(HeldoutEntry(item.prompt, role, dict(item.scores), mean_scores(per_seed, evaluator.score_names),
-                                    list(per_seed), search_rank=index))
+                                    list(per_seed), search_rank=index, recipe=item.recipe))
         for seed, row in zip(seeds, per_seed, strict=True):
             rows.append({"intent": intent.text, "role": role, "search_rank": index, "prompt": item.prompt,
-                         "seed": int(seed), **{key: float(value) for key, value in row.items()},
+                         **(item.recipe.to_dict() if item.recipe is not None else {}),
+                         "seed": int(seed), **{key: cell(value) for key, value in row.items()},
                          "search_total": float(item.scores[TOTAL])})
     start_entry, finalist_entries = results[0], results[1:]
     baseline = np.array([row[TOTAL] for row in start_entry.per_seed])
@@ -224,12 +231,12 @@ def heldout_for_search(evaluator: Evaluator, result: SearchResult, seeds: Sequen
 
     checks = []
     for search in tqdm(result.intents, desc="held-out check", disable=len(result.intents) <= 1):
-        best = [item for item in search.best(len(search.history)) if item.prompt != search.start.prompt]
+        best = [item for item in search.best(len(search.history)) if item.key != search.start.key]
         source = HeldoutResult.headline_source
         if min_likeness is not None:
             chosen = choose_on_front(pareto_front(search.history), min_likeness)
-            if chosen is not None and chosen.prompt != search.start.prompt:
-                best = [chosen] + [item for item in best if item.prompt != chosen.prompt]
+            if chosen is not None and chosen.key != search.start.key:
+                best = [chosen] + [item for item in best if item.key != chosen.key]
                 source = f"you: the most meaningful prompt on the front with likeness >= {min_likeness:g}"
             else:
                 source += (f" (no prompt tried other than your start reaches likeness {min_likeness:g} on the "

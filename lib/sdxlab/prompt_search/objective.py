@@ -1,6 +1,9 @@
 """What a picture is worth to the search: a list of named terms, each a column per picture, with weights.
 
-    total = 1.0 x clip_t + 0.05 x likeness - 0.1 x copy          (the default `search_weights`)
+    total = 1.0 x clip_t + 0.1 x intent_parts + 0.05 x mood + 0.05 x likeness - 0.1 x copy   (default `search_weights`)
+
+A term that does not apply to a picture (NaN: mood when the intent names none) is left out of its total and the
+other weights are scaled up so the positive weights still sum to the same.
 
 - `clip_t` (meaning): CLIP alignment of the picture with the person's *intent* ("sks person as an astronaut
   on Mars" read as "person as an astronaut on Mars"), never with the candidate prompt: scored against itself,
@@ -16,6 +19,12 @@
 - `face_found`: 1 when a face was detected; its own column (weight 0 by default: the likeness term already
   charges for a lost face).
 - `copy`: 1 when 04's copy check (`sdxlab.evaluate.copying`) flags the picture as a copy of a training photo.
+
+- `intent_parts`: every part of the intent (who, where, doing, style, lighting, framing, mood) scored by CLIP
+  against a neutral phrase (`part_<role>` columns), soft-min combined (`sdxlab.prompt_search.intent`); the
+  weakest part is fed back to the proposers. `mood`: P(the expression the intent asks for) by fer's real
+  weights (`sdxlab.evaluate.expression`), NaN when no mood is asked. `vqa`: yes/no answers of a BLIP VQA model,
+  only with a model given. Their extra columns (`mood_*`, `weakest_part`, `vqa_*`) are kept, never weighted.
 
 Every column is kept per picture in candidates.csv, whatever its weight. Terms are open: any scorer
 registered in `sdxlab.evaluate` can be weighted by name, and a measure may add several columns.
@@ -111,9 +120,24 @@ TERM_MEANINGS = {
                 "person's own photos",
     "face_found": "1 when a face was found in the picture, 0 when not",
     "copy": "1 when the picture is a near copy of one of the person's training photos",
+    "intent_parts": "meaning, part by part: every part of the intent (who, where, doing, style, lighting, framing, "
+                    "mood) scored against a neutral phrase (0..1), combined by a soft minimum so one missing part "
+                    "costs more than a slightly weaker global match",
+    "mood": "mood: probability (0..1) that the face shows the expression the intent asks for (fer's real "
+            "weights); only when the intent names a mood",
+    "vqa": "yes/no questions about the intent's parts answered by a visual question-answering model (0..1)",
     TOTAL: "the weighted sum of the terms",
 }
-DEFAULT_WEIGHTS = {"clip_t": 1.0, "likeness": 0.05, "copy": -0.1}
+DEFAULT_WEIGHTS = {"clip_t": 1.0, "intent_parts": 0.1, "mood": 0.05, "likeness": 0.05, "copy": -0.1}
+# Extra columns a scorer's `columns()` gives besides its own name (kept per picture, never in the total).
+SCORER_COLUMNS = {
+    "mood": ["mood_expected", "mood_min", "mood_faces", "mood_top",
+             *[f"mood_p_{name}" for name in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]],
+    "intent_parts": [*[f"part_{role}" for role in ("who", "where", "doing", "style", "lighting", "framing", "mood")],
+                     "weakest_part"],
+    "vqa": [*[f"vqa_{role}" for role in ("who", "where", "doing", "style", "lighting", "framing", "mood")],
+            "vqa_weakest"],
+}
 
 
 def formula_text(weights: Mapping[str, float]) -> str:
@@ -145,8 +169,46 @@ class ScorerMeasure:
         return {self.scorer.name: [float(value) for value in self.scorer.score(list(images), list(texts))]}
 
 
+class ColumnsMeasure:
+    """A scorer with `columns(images, texts)` (mood, intent_parts, vqa): its own score and every extra column
+    (`part_who`, `mood_top`, ...; see `sdxlab.evaluate.score_columns`); only the column named after the scorer
+    can carry a weight."""
+
+    def __init__(self, scorer: Scorer, extra: Sequence[str] | None = None) -> None:
+        self.scorer = scorer
+        self.columns = [scorer.name, *(SCORER_COLUMNS.get(scorer.name, []) if extra is None else extra)]
+
+    @property
+    def meaningful(self) -> bool:
+        return bool(getattr(self.scorer, "meaningful", True))
+
+    def measure(self, images: Sequence[Any], texts: Sequence[str]) -> dict[str, list]:
+        from sdxlab.evaluate.scorers import score_columns
+
+        rows = score_columns(self.scorer, list(images), list(texts))
+        return {column: [row.get(column, math.nan) for row in rows] for column in self.columns}
+
+
 def as_measure(item: Scorer | Measure) -> Measure:
-    return item if hasattr(item, "measure") and hasattr(item, "columns") else ScorerMeasure(item)
+    if hasattr(item, "measure") and isinstance(getattr(item, "columns", None), list):
+        return item
+    if callable(getattr(item, "columns", None)):
+        return ColumnsMeasure(item)
+    return ScorerMeasure(item)
+
+
+def cell(value: Any) -> float | str:
+    """A column's value as kept per picture: a number (NaN for "does not apply") or a label such as
+    `weakest_part`; "" read back from candidates.csv is NaN for numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip() else math.nan
+        except ValueError:
+            return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 @dataclass
@@ -183,7 +245,16 @@ class Objective:
         return {name: float(weight) for name, weight in self.weights.items() if weight and name in self.score_names}
 
     def total(self, scores: Mapping[str, float]) -> float:
-        return float(sum(weight * float(scores[name]) for name, weight in self.terms.items()))
+        """The weighted sum of the terms; a term that does not apply (NaN: no mood asked for, no part of that
+        kind) is left out and the others are scaled up so their positive weights still sum to the same."""
+        terms = self.terms
+        present = {name: weight for name, weight in terms.items() if not _is_nan(scores.get(name, math.nan))}
+        positive_all = sum(weight for weight in terms.values() if weight > 0)
+        positive_here = sum(weight for weight in present.values() if weight > 0)
+        if positive_here <= 0:
+            return math.nan
+        scale = positive_all / positive_here
+        return float(scale * sum(weight * float(scores[name]) for name, weight in present.items()))
 
     def formula(self) -> str:
         """The total in plain arithmetic, e.g. "total = 1 x clip_t + 0.05 x likeness - 0.1 x copy"."""
@@ -206,10 +277,17 @@ class Objective:
                 if len(values[column]) != len(images):
                     raise RuntimeError(f"Term '{column}' has {len(values[column])} scores for {len(images)} images.")
                 columns[column] = values[column]
-        rows = [{name: float(columns[name][index]) for name in self.score_names} for index in range(len(images))]
+        rows = [{name: cell(columns[name][index]) for name in self.score_names} for index in range(len(images))]
         for row in rows:
             row[TOTAL] = self.total(row)
         return rows
+
+
+def _is_nan(value: Any) -> bool:
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return True
 
 
 # --- the likeness and copy terms --------------------------------------------------------------------------------
@@ -332,12 +410,18 @@ def build_objective(
     subject_token: str = "sks",
     class_word: str = "person",
     other_people_dir: str | Path | None = None,
+    vqa_model: str | None = None,
+    intent_splitter=None,
+    mood_download: bool = True,
 ) -> Objective:
     """Build the terms named in `weights` (default `DEFAULT_WEIGHTS`): "clip_t" (meaning), "likeness" and
     "face_found" (the person's face, from the run's dataset, calibrated with 04's floor and ceiling), "copy"
-    (04's copy flag), or any scorer registered in `sdxlab.evaluate`. A weight of 0 skips a term (unless
-    another term needs its measure). A term that cannot be built (no training photos, no floor) is left out
-    with a note in `objective.notes`, and the search goes on with the others."""
+    (04's copy flag), "intent_parts" (every part of the intent by the same CLIP; `intent_splitter` splits the
+    intent, default the rule splitter), "mood" (fer's expression model, downloaded once when `mood_download`),
+    "vqa" (only with `vqa_model`, a BLIP VQA hub id or folder), or any scorer registered in `sdxlab.evaluate`.
+    A weight of 0 skips a term (unless another term needs its measure). A term that cannot be built (no
+    training photos, no floor, weights missing) is left out with a note in `objective.notes`, and the search
+    goes on with the others."""
     from sdxlab import evaluate
 
     weights = {str(name): float(weight) for name, weight in dict(DEFAULT_WEIGHTS if weights is None else weights).items()}
@@ -346,9 +430,11 @@ def build_objective(
     notes: list[str] = []
     description: dict[str, Any] = {"clip_model": str(clip_model),
                                    "dataset": str(dataset_dir) if dataset_dir is not None else None}
-    if wanted & {"clip_t", "copy"}:
+    alignment = None
+    if wanted & {"clip_t", "copy", "intent_parts"}:
         alignment = evaluate.ClipAlignmentScorer(clip_model=clip_model, device=device, subject_token=subject_token,
                                                  class_word=class_word)
+    if wanted & {"clip_t", "copy"}:
         reference = None
         if "copy" in wanted:
             reference = copy_reference(alignment.clip, dataset_dir) if dataset_dir is not None else None
@@ -364,8 +450,32 @@ def build_objective(
             notes.extend(source_note)
         except evaluate.LikenessUnavailable as error:
             notes.append(f"Likeness is left out of the objective: {error}")
-    for name in sorted(wanted - {"clip_t", "copy", "likeness", "face_found"}):
-        scorers[name] = evaluate.make_scorer(name)
+    specs: dict[str, dict[str, Any]] = {}
+    if "intent_parts" in wanted:
+        specs["intent_parts"] = {"clip": alignment.clip, "subject_token": subject_token, "class_word": class_word,
+                                 **({"splitter": intent_splitter} if intent_splitter is not None else {})}
+        description["intent_split"] = "language_model" if intent_splitter is not None else "rules"
+    if "mood" in wanted:
+        specs["mood"] = {"download": mood_download}
+    if "vqa" in wanted:
+        if vqa_model:
+            specs["vqa"] = {"model": vqa_model, "device": device, "subject_token": subject_token,
+                            "class_word": class_word}
+            description["vqa_model"] = str(vqa_model)
+        else:
+            notes.append("vqa: no visual question-answering model is set (search_vqa_model), so the vqa term is "
+                         "left out; set it to a BLIP VQA hub id or folder to grade yes/no questions.")
+    for name in sorted(wanted - {"clip_t", "copy", "likeness", "face_found", "intent_parts", "mood", "vqa"}):
+        specs[name] = {}
+    from sdxlab.evaluate.scorers import build_scorers
+
+    built, left_out = build_scorers(specs)
+    notes.extend(left_out)
+    for name, scorer in built.items():
+        scorers[name] = scorer
+        if not getattr(scorer, "meaningful", True):
+            notes.append(f"{name}: scored with random weights (the tiny demo CLIP); its numbers only show the "
+                         "mechanics, not meaning.")
     known = {column for item in scorers.values() for column in as_measure(item).columns}
     active = {name: weight for name, weight in weights.items() if name in known}
     if not any(weight > 0 for weight in active.values()):

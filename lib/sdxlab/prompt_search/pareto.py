@@ -10,12 +10,13 @@ held-out check, chosen, like the search's own pick, before any held-out seed was
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 
 from sdxlab.prompt_search.proposers import ScoredPrompt
 
-LIKENESS, MEANING = "likeness", "clip_t"
+LIKENESS, MEANING, MOOD = "likeness", "clip_t", "mood"
 
 
 def pareto_front(history: Sequence[ScoredPrompt], x: str = LIKENESS, y: str = MEANING) -> list[ScoredPrompt]:
@@ -36,8 +37,9 @@ def choose_on_front(front: Sequence[ScoredPrompt], min_x: float, x: str = LIKENE
 
 
 def pareto_figure(searches, min_likeness: float | None = None, note: str | None = None):
-    """One panel per intent: every prompt tried (grey), the front (blue), your start, the search's pick by total
-    and, with `min_likeness`, your choice on the front."""
+    """One panel per intent: every prompt tried (grey; coloured by mood when the intent asks for one: the third
+    axis), the front (blue), your start, the search's pick by total and, with `min_likeness`, your choice on the
+    front."""
     import matplotlib.pyplot as plt
 
     count = max(len(searches), 1)
@@ -48,8 +50,14 @@ def pareto_figure(searches, min_likeness: float | None = None, note: str | None 
             axis.text(0.5, 0.5, "likeness or meaning is not part of this objective", ha="center", va="center",
                       transform=axis.transAxes, fontsize=9)
         front = pareto_front(history)
-        axis.scatter([item.scores[LIKENESS] for item in history], [item.scores[MEANING] for item in history],
-                     s=14, color="lightgray", label="prompts tried")
+        moods = [item.scores.get(MOOD, math.nan) for item in history]
+        if any(not math.isnan(value) for value in moods):  # mood asked for: the third axis, as colour
+            points = axis.scatter([item.scores[LIKENESS] for item in history], [item.scores[MEANING] for item in history],
+                                  s=18, c=moods, cmap="viridis", vmin=0, vmax=1, label="prompts tried (colour: mood)")
+            figure.colorbar(points, ax=axis, label="mood: P(the expression you asked for)")
+        else:
+            axis.scatter([item.scores[LIKENESS] for item in history], [item.scores[MEANING] for item in history],
+                         s=14, color="lightgray", label="prompts tried")
         axis.plot([item.scores[LIKENESS] for item in front], [item.scores[MEANING] for item in front], "o-",
                   color="tab:blue", markersize=5, label="front: not beaten on both")
         marks = [(search.start, "*", "black", "your start"), (search.best()[0], "D", "tab:orange", "search's pick (total)")]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from sdxlab.prompt_search.objective import TOTAL, Intent, subject_prompt
 from sdxlab.prompt_search.vocabulary import (
@@ -41,10 +41,16 @@ class ScoredPrompt:
     scores: Mapping[str, float]
     round: int = 0
     proposer: str = ""
+    recipe: Any = None  # sdxlab.prompt_search.recipe.Recipe when the search also searches the recipe
 
     @property
     def total(self) -> float:
         return float(self.scores[TOTAL])
+
+    @property
+    def key(self) -> tuple:
+        """What makes a candidate: its prompt and its recipe (the same prompt with another guidance is another)."""
+        return (self.prompt, self.recipe)
 
 
 @dataclass
@@ -58,6 +64,7 @@ class ProposalContext:
     top_k: int = 4
     score_names: list[str] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)  # each term's weight in the total (empty: unknown)
+    feedback: list[str] = field(default_factory=list)  # sentences about the best prompt's pictures (weakest part)
 
     def best(self, count: int | None = None) -> list[ScoredPrompt]:
         """The best prompts so far, best first (ties broken by the earlier round)."""
@@ -349,6 +356,7 @@ def revision_messages(context: ProposalContext, count: int) -> list[dict[str, st
         f"Best prompts so far:\n{listing(best)}\n\n"
         + (f"Worst prompts so far (avoid what they do):\n{listing(worst)}\n\n" if worst else "")
         + fix
+        + "".join(f"{line}\n" for line in context.feedback)
         + f"Write {count} new prompts that should score a higher total than all of these, different from them. "
         "Answer with the prompts only, one per line, no numbering, no explanations."
     )

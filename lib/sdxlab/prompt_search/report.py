@@ -56,7 +56,8 @@ def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str 
             label = ("YOUR START" if entry is result.start else
                      "HEADLINE" if entry is result.search_pick else f"finalist #{entry.search_rank}")
             for column, seed in enumerate(result.seeds[:columns]):
-                images.append(image_for(entry.prompt, seed))
+                recipe = getattr(entry, "recipe", None)
+                images.append(image_for(entry.prompt, seed) if recipe is None else image_for(entry.prompt, seed, recipe))
                 score = f"seed {seed}: {per_seed[seed][TOTAL]:.3f}"
                 if column == 0:  # the row's first picture carries the prompt (two lines at most) and its mean
                     prompt = "\n".join(textwrap.wrap(textwrap.shorten(entry.prompt, 84, placeholder=" …"), 44))
@@ -99,6 +100,7 @@ NUMBER_MEANINGS = {
 
 def _entry(entry, *, scores: bool = True) -> dict[str, Any]:
     item = {"search_rank": entry.search_rank, "prompt": entry.prompt,
+            **({"recipe": entry.recipe.to_dict()} if getattr(entry, "recipe", None) is not None else {}),
             "uplift": entry.uplift.to_dict() if entry.uplift else None}
     if scores:
         item.update({"search": entry.search_scores, "heldout": entry.heldout_scores})
@@ -116,7 +118,8 @@ def best_prompts_summary(result: SearchResult, heldouts: Sequence[HeldoutResult]
             "headline": _entry(heldout.search_pick),
             "headline_chosen_by": heldout.headline_source,
             "start": {"prompt": heldout.start.prompt, "search": heldout.start.search_scores,
-                      "heldout": heldout.start.heldout_scores},
+                      "heldout": heldout.start.heldout_scores,
+                      **({"recipe": heldout.start.recipe.to_dict()} if heldout.start.recipe is not None else {})},
             "finalists": [_entry(entry) for entry in heldout.finalists],
             "heldout_choice": None if choice is None else {
                 "prompt": choice.entry.prompt, "search_rank": choice.entry.search_rank,
@@ -150,6 +153,17 @@ def _uplift_text(uplift: dict) -> str:
             f"over {uplift['seeds']} held-out seeds, p {uplift['p']:.2g}{holm}")
 
 
+def _recipe_lines(entry: dict, start: dict) -> list[str]:
+    """The settings to use with a prompt found by a recipe search (what 03_sample's playground asks for)."""
+    recipe = entry.get("recipe")
+    if recipe is None:
+        return []
+    changed = [name for name in recipe if start.get("recipe", {}).get(name) != recipe[name]]
+    negative = recipe["negative_prompt"] or ""
+    return [f"#   with negative prompt: {negative!r}, guidance {recipe['guidance']:g}, LoRA scale "
+            f"{recipe['lora_scale']:g}" + (f" (changed from your start: {', '.join(changed)})" if changed else "")]
+
+
 def paste_ready(summary: dict[str, Any]) -> str:
     """The prompts ready to copy into the playground of 03_sample, one block per intent: the search's own pick
     (the honest headline) first, then the other finalists in the search's order."""
@@ -161,9 +175,11 @@ def paste_ready(summary: dict[str, Any]) -> str:
             chooser = item.get("headline_chosen_by", "the search")
             lines.append(f"# HEADLINE (fixed before the held-out seeds; chosen by {chooser}): {_uplift_text(headline['uplift'])}")
             lines.append(headline["prompt"])
+            lines += _recipe_lines(headline, item["start"])
         for finalist in item["finalists"][1:]:
             lines.append(f"# finalist #{finalist['search_rank']}: {_uplift_text(finalist['uplift'])}")
             lines.append(finalist["prompt"])
+            lines += _recipe_lines(finalist, item["start"])
         choice = item.get("heldout_choice")
         if choice is not None:
             lines.append(f"# best on held-out seeds {choice['selection_seeds']} was finalist #{choice['search_rank']}; "
@@ -171,3 +187,22 @@ def paste_ready(summary: dict[str, Any]) -> str:
         blocks.append("\n".join(lines))
     note = summary.get("note")
     return (f"# {note}\n\n" if note else "") + "\n\n".join(blocks)
+
+
+def parts_table(result: SearchResult, score_names: Sequence[str]):
+    """Your start and the search's best per intent, side by side on every graded part of the intent
+    (`part_<role>`, `intent_parts`), mood, VQA and the recipe: what the total is made of."""
+    import pandas as pd
+
+    shown = [name for name in score_names if name.startswith(("part_", "vqa")) or name in
+             ("clip_t", "intent_parts", "mood", "likeness")]
+    rows = []
+    for search in result.intents:
+        for label, item in (("your start", search.start), ("search's best", search.best()[0])):
+            row = {"intent": search.intent.text, "candidate": label, "total": item.total,
+                   **{name: item.scores.get(name) for name in shown}}
+            if item.recipe is not None:
+                row["recipe"] = item.recipe.describe()
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.dropna(axis=1, how="all").round(4) if not frame.empty else frame

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sdxlab import files
 from sdxlab.prompt_search.evaluation import Evaluator, fingerprint, mean_scores
-from sdxlab.prompt_search.objective import TOTAL, Intent
+from sdxlab.prompt_search.objective import TOTAL, Intent, cell
 from sdxlab.prompt_search.proposers import (
     ProposalContext,
     Proposer,
@@ -34,6 +34,7 @@ from sdxlab.prompt_search.proposers import (
     VocabularyProposer,
     clean_proposal,
 )
+from sdxlab.prompt_search.recipe import RECIPE_COLUMNS, Recipe, RecipeSpace
 from sdxlab.prompt_search.vocabulary import prompt_key
 
 log = logging.getLogger("sdxlab.prompt_search")
@@ -56,6 +57,7 @@ class SearchSettings:
     max_images: int = 0  # pictures per intent; 0: no limit
     max_minutes: float = 0.0  # minutes per intent; 0: no limit
     seed: int = 0  # seeds the proposers' random choices
+    recipe: RecipeSpace | None = None  # also search negative prompt, guidance, LoRA scale (None: the prompt only)
 
     def __post_init__(self) -> None:
         self.seeds = [int(seed) for seed in self.seeds]
@@ -86,7 +88,8 @@ class IntentSearch:
 
     @property
     def start(self) -> ScoredPrompt:
-        return next(item for item in self.history if item.prompt == self.intent.start_prompt)
+        starts = [item for item in self.history if item.prompt == self.intent.start_prompt]
+        return next((item for item in starts if item.proposer == START), starts[0])
 
     def best(self, count: int = 1) -> list[ScoredPrompt]:
         return sorted(self.history, key=lambda item: (-item.total, item.round))[:count]
@@ -117,10 +120,14 @@ def run_search(
     output_dir = Path(output_dir)
     csv_path = output_dir / "candidates.csv"
     # rows scored on other seeds or with other settings cannot be mixed with new ones
-    settings_key = fingerprint({"evaluator": evaluator.fingerprint, "seeds": list(settings.seeds)})
+    identity = {"evaluator": evaluator.fingerprint, "seeds": list(settings.seeds)}
+    if settings.recipe is not None:
+        identity["recipe"] = settings.recipe.to_dict()
+    settings_key = fingerprint(identity)
     rows = load_candidates(csv_path, settings_key, resume=resume)
     resumed = len(rows)
-    columns = BASE_COLUMNS + list(evaluator.score_names) + TAIL_COLUMNS
+    columns = (BASE_COLUMNS + (RECIPE_COLUMNS if settings.recipe is not None else []) + list(evaluator.score_names)
+               + TAIL_COLUMNS)
     results = []
     for intent in intents:
         loop = _IntentLoop(evaluator, intent, list(proposers), settings, rows, settings_key, output_dir)
@@ -154,9 +161,10 @@ class _IntentLoop:
         bar = tqdm(total=settings.rounds + 1, desc=f"search: {self.intent.text[:40]}", disable=not progress, leave=True)
         done_rounds = {item.round for item in history}
         bar.update(len(done_rounds))
-        if not any(item.prompt == self.intent.start_prompt for item in history):
+        start_recipe = settings.recipe.start if settings.recipe is not None else None
+        if not any(item.key == (self.intent.start_prompt, start_recipe) for item in history):
             # round 0 is the person's own attempt (again, if they changed it since an interrupted search)
-            history += self.evaluate_round(0, [(self.intent.start_prompt, START)])
+            history += self.evaluate_round(0, [(self.intent.start_prompt, START, start_recipe)])
             save()
             bar.update(1)
         round_index = max(item.round for item in history) + 1
@@ -202,13 +210,57 @@ class _IntentLoop:
         rng = random.Random(f"{self.settings.seed}|{self.intent.text}|{round_index}")
         return ProposalContext(intent=self.intent, history=list(history), round_index=round_index, rng=rng,
                                top_k=self.settings.top_k, score_names=list(self.evaluator.score_names),
-                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}))
+                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}),
+                               feedback=self.feedback(history))
 
-    def gather(self, history: list[ScoredPrompt], round_index: int, count: int) -> list[tuple[str, str]]:
-        """`count` new, cleaned, distinct prompts with the name of the proposer that made each."""
+    def feedback(self, history: list[ScoredPrompt]) -> list[str]:
+        """OPT2I-style: the part of the intent the best prompt's pictures show least (from `part_<role>`)."""
+        from sdxlab.prompt_search.intent import weakest_part
+
+        scorer = getattr(getattr(self.evaluator, "objective", None), "scorers", {}).get("intent_parts")
+        if scorer is None or not history:
+            return []
+        best = sorted(history, key=lambda item: (-item.total, item.round))[0]
+        rows = [row for row in self.mine() if (row["prompt"], Recipe.from_row(row)) == best.key]
+        weakest = weakest_part(rows, scorer.parts(self.intent.alignment_text))
+        return [weakest.feedback()] if weakest is not None else []
+
+    def gather(self, history: list[ScoredPrompt], round_index: int, count: int) -> list[tuple[str, str, Recipe | None]]:
+        """`count` new candidates: (prompt, who proposed it, recipe). With a recipe search about half are recipe
+        moves (a good candidate with one setting changed, `RecipeSpace.share` of them), the rest new prompts with
+        the best one's recipe."""
         context = self.context(history, round_index)
+        space = self.settings.recipe
+        if space is None:
+            return [(prompt, name, None) for prompt, name in self.gather_prompts(context, count)]
+        moves = self.recipe_moves(context, space.moves(count, round_index))
+        best = context.best(1)[0].recipe if context.history else space.start
+        prompts = self.gather_prompts(context, count - len(moves))
+        return [(prompt, name, best) for prompt, name in prompts] + moves
+
+    def recipe_moves(self, context: ProposalContext, count: int) -> list[tuple[str, str, Recipe]]:
+        """Up to `count` candidates: one of the best so far (rank-weighted) with one recipe setting changed."""
+        space, rng = self.settings.recipe, random.Random(f"{self.settings.seed}|{self.intent.text}|"
+                                                          f"{context.round_index}|recipe")
+        parents = context.best()
+        tried = {item.key for item in context.history}
+        moves: list[tuple[str, str, Recipe]] = []
+        for _ in range(count * 20):
+            if len(moves) == count or not parents:
+                break
+            parent = rng.choices(parents, weights=[1.0 / (rank + 1) for rank in range(len(parents))])[0]
+            recipe = space.mutate(parent.recipe or space.start, rng)
+            if (parent.prompt, recipe) not in tried:
+                tried.add((parent.prompt, recipe))
+                moves.append((parent.prompt, "recipe", recipe))
+        return moves
+
+    def gather_prompts(self, context: ProposalContext, count: int) -> list[tuple[str, str]]:
+        """`count` new, cleaned, distinct prompts with the name of the proposer that made each."""
         seen = context.tried()
         accepted: list[tuple[str, str]] = []
+        if count <= 0:
+            return accepted
         quotas = [count // len(self.proposers) + (i < count % len(self.proposers)) for i in range(len(self.proposers))]
         for proposer, quota in zip(self.proposers, quotas, strict=True):
             if quota:
@@ -246,21 +298,27 @@ class _IntentLoop:
             log.info("Proposer %s: %d unusable line(s) skipped in round %d.", proposer.name, unusable, context.round_index)
         return taken
 
-    def evaluate_round(self, round_index: int, proposals: list[tuple[str, str]]) -> list[ScoredPrompt]:
+    def evaluate_round(self, round_index: int, proposals: list[tuple[str, str, Recipe | None]]) -> list[ScoredPrompt]:
         seeds = self.settings.seeds
-        prompts = [prompt for prompt, _ in proposals for _ in seeds]
+        prompts = [prompt for prompt, _, _ in proposals for _ in seeds]
         pair_seeds = [seed for _ in proposals for seed in seeds]
-        scores = self.evaluator.evaluate(self.intent, prompts, pair_seeds)
+        recipes = [recipe for _, _, recipe in proposals for _ in seeds]
+        with_recipe = self.settings.recipe is not None
+        if with_recipe:
+            scores = self.evaluator.evaluate(self.intent, prompts, pair_seeds, recipes=recipes)
+        else:
+            scores = self.evaluator.evaluate(self.intent, prompts, pair_seeds)
         image_path = getattr(self.evaluator, "image_path", None)
         new_rows = []
-        for prompt, seed, row_scores, proposer in zip(prompts, pair_seeds, scores,
-                                                      [name for _, name in proposals for _ in seeds], strict=True):
+        for prompt, seed, recipe, row_scores, proposer in zip(
+                prompts, pair_seeds, recipes, scores, [name for _, name, _ in proposals for _ in seeds], strict=True):
             image = ""
             if image_path is not None:
-                path = image_path(prompt, seed)
+                path = image_path(prompt, seed, recipe) if with_recipe else image_path(prompt, seed)
                 image = os.path.relpath(path, self.output_dir) if path else ""
             new_rows.append({"intent": self.intent.text, "round": round_index, "proposer": proposer, "prompt": prompt,
-                             "seed": seed, **{k: float(v) for k, v in row_scores.items()},
+                             "seed": seed, **(recipe.to_dict() if recipe is not None else {}),
+                             **{k: cell(v) for k, v in row_scores.items()},
                              "settings": self.settings_key, "image": image})
         self.rows += new_rows
         return history_from_rows(new_rows, self.evaluator.score_names)
@@ -270,12 +328,14 @@ class _IntentLoop:
 
 
 def history_from_rows(rows: Sequence[dict], score_names: Sequence[str]) -> list[ScoredPrompt]:
-    """One `ScoredPrompt` per (intent, prompt): scores averaged over its seeds, in the order first tried."""
-    grouped: dict[str, list[dict]] = {}
+    """One `ScoredPrompt` per (prompt, recipe) of an intent: scores averaged over its seeds, in the order first
+    tried."""
+    grouped: dict[tuple, list[dict]] = {}
     for row in rows:
-        grouped.setdefault(row["prompt"], []).append(row)
+        grouped.setdefault((row["prompt"], Recipe.from_row(row)), []).append(row)
     return [ScoredPrompt(prompt=prompt, scores=mean_scores(group, score_names), round=int(group[0]["round"]),
-                         proposer=str(group[0]["proposer"])) for prompt, group in grouped.items()]
+                         proposer=str(group[0]["proposer"]), recipe=recipe)
+            for (prompt, recipe), group in grouped.items()]
 
 
 def round_summaries(history: Sequence[ScoredPrompt]) -> list[RoundSummary]:
@@ -320,7 +380,9 @@ def load_candidates(csv_path: Path, settings_key: str, *, resume: bool = True) -
         _set_aside(csv_path, "it was made with other generation or scoring settings")
         return []
     rows = frame.to_dict("records")
+    text_columns = set(BASE_COLUMNS) | {"settings", "image", "negative_prompt"}
     for row in rows:
+        row.update({name: cell(value) for name, value in row.items() if name not in text_columns})
         row["round"], row["seed"] = int(row["round"]), int(row["seed"])
     return rows
 

@@ -54,6 +54,23 @@ def _weights(value: dict) -> str | None:
     return None
 
 
+RECIPE_PARTS = ("negative_prompt", "guidance", "lora_scale")  # sdxlab.prompt_search.recipe lists the same
+
+
+def _recipe(value: list[str]) -> str | None:
+    if any(name not in RECIPE_PARTS for name in value) or len(set(value)) != len(value):
+        return f"a list of none or some of {', '.join(RECIPE_PARTS)} (each once)"
+    return None
+
+
+def _range(value: list[float]) -> str | None:
+    numbers = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers or not 0 <= value[0] <= value[1]:
+        return "two numbers [low, high] with 0 <= low <= high"
+    return None
+
+
 def _url(value: str) -> str | None:
     return None if re.match(r"^https?://", value) else "a URL starting with http:// or https://, e.g. http://127.0.0.1:8080/v1"
 
@@ -80,9 +97,23 @@ class PromptSearchSettings(Settings):
     max_images: int = setting(0, "picture budget per intent; 0: no limit", minimum=0)
     max_minutes: float = setting(0, "time budget per intent in minutes; 0: no limit", minimum=0)
     weights: dict[str, float] = setting(
-        {"clip_t": 1.0, "likeness": 0.05, "copy": -0.1},
-        "objective: the total is the sum of weight x term (clip_t: meaning; likeness: 0 a stranger or no face, 1 "
-        "your photos; face_found: 1 or 0; copy: 1 if it copies a training photo)", check=_weights)
+        {"clip_t": 1.0, "intent_parts": 0.1, "mood": 0.05, "likeness": 0.05, "copy": -0.1},
+        "objective: the total is the sum of weight x term (clip_t: meaning; intent_parts: each part of the intent, "
+        "soft minimum; mood: the asked-for expression, only when the intent names a mood; likeness: 0 a stranger or "
+        "no face, 1 your photos; face_found: 1 or 0; copy: 1 if it copies a training photo; vqa: yes/no answers)",
+        check=_weights)
+    intent_split: str = setting("rules", "how the intent is split into parts: \"rules\" (offline) or "
+                                "\"language_model\" (the endpoint proposer's model)",
+                                choices=("rules", "language_model"))
+    vqa_model: str | None = setting(None, "a BLIP VQA hub id or folder (safetensors) for the vqa term; None: no vqa "
+                                    "term")
+    recipe: list[str] = setting([], "also searched with the prompt: any of \"negative_prompt\", \"guidance\", "
+                                "\"lora_scale\"; [] (default): the prompt only, which did better at equal pictures "
+                                "in bench/RESULTS.md", check=_recipe)
+    guidance_range: list[float] = setting([3.0, 9.0], "guidance scales the recipe search may try [low, high]",
+                                          check=_range)
+    lora_scale_range: list[float] = setting([0.6, 1.2], "LoRA scales the recipe search may try [low, high]",
+                                            check=_range)
     clip_model: str = like(EvaluateSettings, "clip_model")
     steps: int = like(GenerationSettings, "steps", default=4, help="denoising steps per picture")
     guidance: float = like(GenerationSettings, "guidance", help="classifier-free guidance scale")
@@ -98,6 +129,9 @@ class PromptSearchSettings(Settings):
         "with likeness (0..1) at least this; None: the search's pick by total", minimum=0, maximum=1)
     heldout_seed_count: int = setting(6, "held-out seeds for that check (never seen by the search); at least 6 for a "
                                          "paired test to reach p < 0.05; more: narrower interval", minimum=2)
+    why_max_parts: int = setting(6, "why the headline wins: at most this many of its added parts (phrases, negative "
+                                    "prompt, guidance, LoRA scale) taken away one at a time, each rendered on the "
+                                    "search seeds (cached); 0: skip", minimum=0)
     resume: bool = setting(True, "continue from candidates.csv if it exists with the same settings")
     lm_model: str = setting("gpt2", "local_lm proposer: a hub id or a local folder of any causal LM")
     lm_max_new_tokens: int = setting(96, "local_lm proposer: tokens generated per prompt", minimum=1)
@@ -116,6 +150,27 @@ class PromptSearchSettings(Settings):
         return GenerationSettings(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
                                   negative_prompt=self.negative_prompt, lora_scale=self.lora_scale,
                                   batch_size=self.batch_size)
+
+    def intent_splitter(self):
+        """None for the rule splitter; with "language_model", a splitter that asks the endpoint proposer's model
+        (and falls back to the rules when it gives no usable answer)."""
+        if self.intent_split != "language_model":
+            return None
+        from sdxlab.prompt_search.intent import endpoint_asker, split_with_language_model
+        from sdxlab.prompt_search.proposers import make_proposers
+
+        proposer = make_proposers(["endpoint"], endpoint_url=self.endpoint_url, endpoint_model=self.endpoint_model,
+                                  endpoint_api_key_env=self.endpoint_api_key_env,
+                                  endpoint_timeout_s=self.endpoint_timeout_s)[0]
+        ask = endpoint_asker(proposer)
+        return lambda text: split_with_language_model(text, ask)
+
+    def recipe_space(self, start):
+        """What the search may change besides the prompt, starting from `start` (the generation settings above)."""
+        from sdxlab.prompt_search.recipe import RecipeSpace
+
+        return RecipeSpace(start=start, parts=tuple(self.recipe), guidance_range=tuple(self.guidance_range),
+                           lora_scale_range=tuple(self.lora_scale_range))
 
     def search_seeds(self, seed: int) -> list[int]:
         """The fixed seeds every candidate is rendered on: seed, seed+1, ..."""
