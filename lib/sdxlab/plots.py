@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-RANDOM_WEIGHTS_NOTE = "tiny random-weight model: numbers prove plumbing, not image quality"
+# The label of every demo figure (the name is kept from when the tiny model had random weights).
+RANDOM_WEIGHTS_NOTE = "tiny toy model trained on a handful of pictures: it shows the workflow, not SDXL's quality"
 
 
 def image_grid(

@@ -48,8 +48,8 @@ GROUP_KEYS = (
 )
 CALIBRATION_KEYS = ("training_faces", "ceiling", "ceiling_nearest", "floor", "floor_nearest", "floor_source",
                     "copy_threshold", "notes")
-RANDOM_IMAGES_NOTE = ("The images come from a tiny random-weight model: every number here proves the plumbing "
-                      "works, none says anything about quality.")
+RANDOM_IMAGES_NOTE = ("The images come from the tiny toy model (pretrained on a dozen pictures without people): "
+                      "faces found and likeness are real dlib measurements of toy pictures, not of what SDXL makes.")
 RANDOM_CLIP_NOTE = ("CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
                     "meaningless; use a real CLIP model (the clip_model parameter) for real numbers.")
 UNKNOWN_PROMPT = "(prompt unknown)"
