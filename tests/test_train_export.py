@@ -112,7 +112,7 @@ def test_kohya_file_has_webui_keys_and_the_same_pairs(trained):
     expected_pairs = sum(len(state_dict) // 2 for state_dict in trained["state_dicts"])
     assert lora_pair_count(files.kohya) == lora_pair_count(files.diffusers) == expected_pairs
     # the UNet in the original (SGM) layout, as kohya's sd-scripts names SDXL LoRAs
-    assert "lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q" in modules
+    assert "lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q" in modules  # the tiny UNet: attention at level 3
     assert "lora_unet_output_blocks_0_1_transformer_blocks_0_ff_net_0_proj" in modules
     assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj" in modules
     assert "lora_te2_text_model_encoder_layers_2_self_attn_out_proj" in modules

@@ -90,7 +90,8 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None)
             hidden.append(output.hidden_states[-2])
             pooled = output.text_embeds if encoder is pipe.text_encoder_2 else pooled
         text = torch.cat(hidden, dim=-1)
-    weights = F.avg_pool2d(torch.stack(masks), kernel_size=8)  # one weight per latent: its 8×8 pixels' mean
+    factor = pipe.vae_scale_factor  # pixels per latent side (8 for SDXL, 2 for the tiny model)
+    weights = F.avg_pool2d(torch.stack(masks), kernel_size=factor)  # one weight per latent: the mean of its pixels
 
     schedule = pipe.scheduler.config
     assert schedule.beta_schedule == "scaled_linear" and schedule.prediction_type == "epsilon"
