@@ -23,8 +23,8 @@ from sdxlab.train.conditioning import encode_prompts
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/sdxlab-tiny-base"), help="checkpoint folder (resumable)")
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--unet-steps", type=int, default=3000)
+    parser.add_argument("--vae-steps", type=int, default=700)
+    parser.add_argument("--unet-steps", type=int, default=700)
     parser.add_argument("--latents", type=int, default=1024, help="pretraining crops encoded once for the UNet")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=tiny_base.BASE_FILE)
