@@ -38,6 +38,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests bench notebooks
+	$(VENV)/bin/ruff format --check lib tests bench data
 
 # pytest runs the library tests and one papermill run of all notebooks; nbmake then runs every notebook
 # as committed (demo defaults), writing into a temporary outputs folder.

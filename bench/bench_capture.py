@@ -70,9 +70,15 @@ def versions() -> dict[str, str]:
 
     import sdxlab
 
-    return {"python": platform.python_version(), "sdxlab": sdxlab.__version__, "dlib": dlib.__version__,
-            "pillow": PIL.__version__, "pillow_heif": pillow_heif.__version__, "numpy": numpy.__version__,
-            "imagehash": imagehash.__version__}
+    return {
+        "python": platform.python_version(),
+        "sdxlab": sdxlab.__version__,
+        "dlib": dlib.__version__,
+        "pillow": PIL.__version__,
+        "pillow_heif": pillow_heif.__version__,
+        "numpy": numpy.__version__,
+        "imagehash": imagehash.__version__,
+    }
 
 
 def device() -> str:
@@ -103,10 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         write = clock.lap()
 
     total = (load[0] + analyse[0] + write[0], load[1] + analyse[1] + write[1])
-    rows = [("load dlib models (once per process)", load), ("analyse (decode, faces, checks, crops)", analyse),
-            ("write (PNGs, masks, report, sheet)", write), ("total", total)]
-    print(f"\nDevice: {device()}; {args.photos} photos of {args.megapixels:g} MP ({megabytes:.0f} MB of JPEG), "
-          f"crops at {args.resolution} px; kept {len(result.kept)}; load average {os.getloadavg()[0]:.1f}")
+    rows = [
+        ("load dlib models (once per process)", load),
+        ("analyse (decode, faces, checks, crops)", analyse),
+        ("write (PNGs, masks, report, sheet)", write),
+        ("total", total),
+    ]
+    print(
+        f"\nDevice: {device()}; {args.photos} photos of {args.megapixels:g} MP ({megabytes:.0f} MB of JPEG), "
+        f"crops at {args.resolution} px; kept {len(result.kept)}; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'step':40s} {'wall s':>8s} {'s/photo':>8s} {'CPU s':>8s}")
     for label, (wall, cpu) in rows:
         print(f"{label:40s} {wall:8.1f} {wall / args.photos:8.2f} {cpu:8.1f}")
@@ -115,11 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         print("Note: not every photo was kept:", *result.messages(), sep="\n  ")
 
     record = {
-        "bench": "capture", "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device(),
-        "versions": versions(), "photos": args.photos, "megapixels": args.megapixels, "resolution": args.resolution,
-        "kept": len(result.kept), "load_s": round(load[0], 2), "analyse_s": round(analyse[0], 2),
-        "write_s": round(write[0], 2), "total_s": round(total[0], 2), "s_per_photo": round(total[0] / args.photos, 3),
-        "cpu_s": round(total[1], 2), "load_average": round(os.getloadavg()[0], 2),
+        "bench": "capture",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": device(),
+        "versions": versions(),
+        "photos": args.photos,
+        "megapixels": args.megapixels,
+        "resolution": args.resolution,
+        "kept": len(result.kept),
+        "load_s": round(load[0], 2),
+        "analyse_s": round(analyse[0], 2),
+        "write_s": round(write[0], 2),
+        "total_s": round(total[0], 2),
+        "s_per_photo": round(total[0] / args.photos, 3),
+        "cpu_s": round(total[1], 2),
+        "load_average": round(os.getloadavg()[0], 2),
     }
     with open(args.results, "a", encoding="utf-8") as results:
         results.write(json.dumps(record) + "\n")

@@ -98,13 +98,25 @@ SEED_CLIP_SD, SEED_LIKENESS_SD = 0.010, 0.05
 BASE_LOSS_LOGIT = math.log(0.1 / 0.9)  # 10% of pictures of the bare intent lose the face
 DILUTION, FREE_PARTS = 0.004, 4
 FRAMING = {  # part: (meaning, face-loss hazard on the logit scale)
-    "full body shot": (0.015, 2.5), "wide angle": (0.010, 2.0), "medium shot": (0.004, 0.8),
-    "35mm lens": (0.0, 0.3), "close-up portrait": (-0.015, -1.7), "head and shoulders": (-0.010, -1.2),
+    "full body shot": (0.015, 2.5),
+    "wide angle": (0.010, 2.0),
+    "medium shot": (0.004, 0.8),
+    "35mm lens": (0.0, 0.3),
+    "close-up portrait": (-0.015, -1.7),
+    "head and shoulders": (-0.010, -1.2),
     "85mm lens": (0.0, -0.4),
 }
-REPAINTS_FACE = {"oil painting": -0.15, "watercolor": -0.20, "pop art": -0.25, "3d render": -0.30,
-                 "charcoal sketch": -0.20, "ink illustration": -0.20, "detailed skin texture": 0.05,
-                 "natural skin": 0.05, "soft window light": 0.03}
+REPAINTS_FACE = {
+    "oil painting": -0.15,
+    "watercolor": -0.20,
+    "pop art": -0.25,
+    "3d render": -0.30,
+    "charcoal sketch": -0.20,
+    "ink illustration": -0.20,
+    "detailed skin texture": 0.05,
+    "natural skin": 0.05,
+    "soft window light": 0.03,
+}
 START_RECIPE = Recipe("", 5.0, 1.0)
 RECIPE_NOISE_CORRELATION = 0.8  # same prompt and seed, another recipe: how alike the per-picture noise is
 FACE_NEGATIVES = {  # negative prompt: (likeness, face-loss hazard, meaning) besides its drawn meaning effect
@@ -125,8 +137,11 @@ class RecipeEffects:
     @classmethod
     def draw(cls, seed: int, lora_meaning: float = 0.04) -> RecipeEffects:
         rng = np.random.default_rng([seed, 7])
-        return cls(float(rng.uniform(5.5, 8.0)), {text: float(rng.normal(0, 0.004)) for text in NEGATIVE_PROMPTS if text},
-                   lora_meaning)
+        return cls(
+            float(rng.uniform(5.5, 8.0)),
+            {text: float(rng.normal(0, 0.004)) for text in NEGATIVE_PROMPTS if text},
+            lora_meaning,
+        )
 
     def negatives(self, recipe: Recipe) -> list[str]:
         return [text for text in self.negative_clip if text in recipe.negative_prompt]
@@ -134,14 +149,21 @@ class RecipeEffects:
     def clip(self, recipe: Recipe) -> float:
         g, s, best = recipe.guidance, recipe.lora_scale, self.guidance_best
         negatives = self.negatives(recipe)
-        return (-0.0012 * ((g - best) ** 2 - (5.0 - best) ** 2) - self.lora_meaning * (s - 1.0)
-                + sum(self.negative_clip[t] + FACE_NEGATIVES.get(t, (0, 0, 0))[2] for t in negatives)
-                - 0.002 * max(0, len(negatives) - 1))
+        return (
+            -0.0012 * ((g - best) ** 2 - (5.0 - best) ** 2)
+            - self.lora_meaning * (s - 1.0)
+            + sum(self.negative_clip[t] + FACE_NEGATIVES.get(t, (0, 0, 0))[2] for t in negatives)
+            - 0.002 * max(0, len(negatives) - 1)
+        )
 
     def likeness(self, recipe: Recipe) -> float:
         s = recipe.lora_scale
-        return (-0.02 * max(0.0, recipe.guidance - 5.0) + 0.5 * (s - 1.0) - 0.8 * (s - 1.0) ** 2
-                + sum(FACE_NEGATIVES.get(t, (0, 0, 0))[0] for t in self.negatives(recipe)))
+        return (
+            -0.02 * max(0.0, recipe.guidance - 5.0)
+            + 0.5 * (s - 1.0)
+            - 0.8 * (s - 1.0) ** 2
+            + sum(FACE_NEGATIVES.get(t, (0, 0, 0))[0] for t in self.negatives(recipe))
+        )
 
     def hazard(self, recipe: Recipe) -> float:
         return sum(FACE_NEGATIVES.get(t, (0, 0, 0))[1] for t in self.negatives(recipe))
@@ -169,8 +191,12 @@ class World:
             clip[plain[which]] = float(rng.uniform(0.012, 0.025) if index < 4 else rng.uniform(-0.030, -0.010))
         for part, (meaning, _) in FRAMING.items():
             clip[part] = meaning
-        return cls(clip, {part: REPAINTS_FACE.get(part, 0.0) for part in ALL_PARTS},
-                   {part: FRAMING.get(part, (0, 0.0))[1] for part in ALL_PARTS}, seed)
+        return cls(
+            clip,
+            {part: REPAINTS_FACE.get(part, 0.0) for part in ALL_PARTS},
+            {part: FRAMING.get(part, (0, 0.0))[1] for part in ALL_PARTS},
+            seed,
+        )
 
     def effects(self, recipe: Recipe | None) -> tuple[float, float, float]:
         """(meaning, likeness, hazard) shifts of a recipe."""
@@ -204,17 +230,28 @@ class World:
         if recipe not in (None, START_RECIPE):
             # the same prompt and seed with another recipe is mostly the same picture: its noise is correlated
             own = np.random.default_rng([self.seed, 3, seed, zlib.crc32((prompt_key(prompt) + repr(recipe)).encode())])
-            mix = math.sqrt(1 - RECIPE_NOISE_CORRELATION ** 2)
+            mix = math.sqrt(1 - RECIPE_NOISE_CORRELATION**2)
             clip_noise = RECIPE_NOISE_CORRELATION * clip_noise + mix * own.normal(0, CLIP_SD)
             likeness_noise = RECIPE_NOISE_CORRELATION * likeness_noise + mix * own.normal(0, LIKENESS_SD)
-        clip = (BASE_CLIP + sum(self.clip[p] for p in parts) - DILUTION * max(0, len(parts) - FREE_PARTS)
-                + clip_shift + seed_clip + clip_noise)
+        clip = (
+            BASE_CLIP
+            + sum(self.clip[p] for p in parts)
+            - DILUTION * max(0, len(parts) - FREE_PARTS)
+            + clip_shift
+            + seed_clip
+            + clip_noise
+        )
         lost = face_draw < sigmoid(BASE_LOSS_LOGIT + sum(self.hazard[p] for p in parts) + hazard_shift)
-        position = max(0.0, BASE_LIKENESS + sum(self.likeness[p] for p in parts) + likeness_shift + seed_likeness
-                       + likeness_noise)
+        position = max(
+            0.0, BASE_LIKENESS + sum(self.likeness[p] for p in parts) + likeness_shift + seed_likeness + likeness_noise
+        )
         likeness = 0.0 if lost else position
-        return {"clip_t": clip, "likeness": likeness, "face_found": float(not lost),
-                "total": clip + LIKENESS_WEIGHT * likeness}
+        return {
+            "clip_t": clip,
+            "likeness": likeness,
+            "face_found": float(not lost),
+            "total": clip + LIKENESS_WEIGHT * likeness,
+        }
 
 
 def sigmoid(x: float) -> float:
@@ -263,27 +300,48 @@ class BenchEvaluator:
     def evaluate(self, intent, prompts, seeds, recipes=None):
         recipes = list(recipes) if recipes is not None else [None] * len(prompts)
         self.rendered.update(zip(prompts, seeds, recipes, strict=True))
-        return [self.world.picture(prompt, seed, recipe) for prompt, seed, recipe in zip(prompts, seeds, recipes, strict=True)]
+        return [
+            self.world.picture(prompt, seed, recipe)
+            for prompt, seed, recipe in zip(prompts, seeds, recipes, strict=True)
+        ]
 
     def mean_total(self, prompt: str, seeds) -> float:
         return float(np.mean([row["total"] for row in self.evaluate(None, [prompt] * len(seeds), list(seeds))]))
 
 
-def search_sdxlab(world: World, intent: Intent, budget: int, seeds: int, candidates: int, seed: int, folder: Path) -> str:
+def search_sdxlab(
+    world: World, intent: Intent, budget: int, seeds: int, candidates: int, seed: int, folder: Path
+) -> str:
     evaluator = BenchEvaluator(world)
-    settings = SearchSettings(rounds=10_000, candidates_per_round=candidates, seeds=list(range(seeds)), top_k=4,
-                              max_images=budget, seed=seed)
+    settings = SearchSettings(
+        rounds=10_000, candidates_per_round=candidates, seeds=list(range(seeds)), top_k=4, max_images=budget, seed=seed
+    )
     result = run_search(evaluator, [intent], [VocabularyProposer()], settings, folder, resume=False, progress=False)
     return result.intents[0].best()[0].prompt
 
 
-def search_recipe(world: World, intent: Intent, budget: int, seed: int, folder: Path, parts: tuple[str, ...],
-                  seeds: int = 2, candidates: int = 4) -> dict[str, float]:
+def search_recipe(
+    world: World,
+    intent: Intent,
+    budget: int,
+    seed: int,
+    folder: Path,
+    parts: tuple[str, ...],
+    seeds: int = 2,
+    candidates: int = 4,
+) -> dict[str, float]:
     """sdxlab's search with `search_recipe = parts` (() = prompt only); the pick and the front, measured truly."""
     evaluator = BenchEvaluator(world)
     space = RecipeSpace(start=START_RECIPE, parts=parts)
-    settings = SearchSettings(rounds=10_000, candidates_per_round=candidates, seeds=list(range(seeds)), top_k=4,
-                              max_images=budget, seed=seed, recipe=space)
+    settings = SearchSettings(
+        rounds=10_000,
+        candidates_per_round=candidates,
+        seeds=list(range(seeds)),
+        top_k=4,
+        max_images=budget,
+        seed=seed,
+        recipe=space,
+    )
     result = run_search(evaluator, [intent], [VocabularyProposer()], settings, folder, resume=False, progress=False)
     search = result.intents[0]
     pick = search.best()[0]
@@ -291,12 +349,15 @@ def search_recipe(world: World, intent: Intent, budget: int, seed: int, folder: 
     start_meaning, _ = world.expected(world.parts(intent.start_prompt), START_RECIPE)
     meaning, likeness = world.expected(world.parts(pick.prompt), pick.recipe)
     front = [world.expected(world.parts(item.prompt), item.recipe) for item in pareto_front(search.history)]
-    return {"true_uplift": world.value(world.parts(pick.prompt), pick.recipe) - start_value,
-            "measured_uplift": pick.total - search.start.total,
-            "likeness": likeness, "meaning": meaning,
-            "front": 1000 * hypervolume([(lk, mn) for mn, lk in front], (0.0, start_meaning - 0.02)),
-            "worse": float(world.value(world.parts(pick.prompt), pick.recipe) < start_value - 1e-12),
-            "rendered": float(len(evaluator.rendered))}
+    return {
+        "true_uplift": world.value(world.parts(pick.prompt), pick.recipe) - start_value,
+        "measured_uplift": pick.total - search.start.total,
+        "likeness": likeness,
+        "meaning": meaning,
+        "front": 1000 * hypervolume([(lk, mn) for mn, lk in front], (0.0, start_meaning - 0.02)),
+        "worse": float(world.value(world.parts(pick.prompt), pick.recipe) < start_value - 1e-12),
+        "rendered": float(len(evaluator.rendered)),
+    }
 
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -322,7 +383,8 @@ def main_recipe(args: argparse.Namespace) -> int:
                 for method, parts in methods.items():
                     folder = Path(temporary) / f"{index}-{budget}-{len(parts)}"
                     collected.setdefault((method, budget), []).append(
-                        search_recipe(world, intent, budget, index, folder, parts))
+                        search_recipe(world, intent, budget, index, folder, parts)
+                    )
     wall = time.perf_counter() - started
     figures = []
     for (method, budget), rows in collected.items():
@@ -332,19 +394,31 @@ def main_recipe(args: argparse.Namespace) -> int:
             figure[key] = float(values.mean())
             figure[f"{key}_se"] = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
         figures.append(figure)
-    print(f"\nRecipe benchmark (LoRA meaning {args.lora_meaning:g}/unit): {args.worlds} worlds, {wall:.0f} s. Joint prompt + recipe search against prompt-only "
-          "search at equal pictures; true (noise-free) values; front: hypervolume x 1000 (more is better).")
-    print(f"{'method':16} {'pictures':>8} {'true uplift':>16} {'likeness':>8} {'meaning':>8} {'front':>12} {'worse':>6}")
+    print(
+        f"\nRecipe benchmark (LoRA meaning {args.lora_meaning:g}/unit): {args.worlds} worlds, {wall:.0f} s. Joint prompt + recipe search against prompt-only "
+        "search at equal pictures; true (noise-free) values; front: hypervolume x 1000 (more is better)."
+    )
+    print(
+        f"{'method':16} {'pictures':>8} {'true uplift':>16} {'likeness':>8} {'meaning':>8} {'front':>12} {'worse':>6}"
+    )
     for f in sorted(figures, key=lambda f: (f["pictures"], f["method"])):
-        print(f"{f['method']:16} {f['pictures']:>8} {f['true_uplift']:>+8.4f} ±{f['true_uplift_se']:.4f} "
-              f"(measured {f['measured_uplift']:+.4f}) "
-              f"{f['likeness']:>8.3f} {f['meaning']:>8.4f} {f['front']:>6.2f} ±{f['front_se']:.2f} {f['worse']:>6.2f}")
-    record = {"bench": "prompt_search_recipe",
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-              "versions": versions(), "objective": f"total = clip_t + {LIKENESS_WEIGHT} x likeness (synthetic world "
-              "with recipe effects)", "lora_meaning": args.lora_meaning, "worlds": args.worlds, "wall_seconds": round(wall, 1), "figures": figures,
-              "load_average_1min": round(os.getloadavg()[0], 2)}
+        print(
+            f"{f['method']:16} {f['pictures']:>8} {f['true_uplift']:>+8.4f} ±{f['true_uplift_se']:.4f} "
+            f"(measured {f['measured_uplift']:+.4f}) "
+            f"{f['likeness']:>8.3f} {f['meaning']:>8.4f} {f['front']:>6.2f} ±{f['front_se']:.2f} {f['worse']:>6.2f}"
+        )
+    record = {
+        "bench": "prompt_search_recipe",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "versions": versions(),
+        "objective": f"total = clip_t + {LIKENESS_WEIGHT} x likeness (synthetic world with recipe effects)",
+        "lora_meaning": args.lora_meaning,
+        "worlds": args.worlds,
+        "wall_seconds": round(wall, 1),
+        "figures": figures,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     with open(args.results, "a", encoding="utf-8") as results:
         results.write(json.dumps(record) + "\n")
     print(f"Appended to {args.results}.")
@@ -407,22 +481,38 @@ def measure(world: World, intent: Intent, pick: str, optimum: float) -> dict[str
     start_value, pick_value = world.value(world.parts(start)), world.value(world.parts(pick))
     heldout = np.mean([world.picture(pick, s)["total"] - world.picture(start, s)["total"] for s in HELDOUT_SEEDS])
     span = optimum - start_value
-    return {"share": (pick_value - start_value) / span if span > 0 else 1.0, "true_uplift": pick_value - start_value,
-            "heldout_uplift": float(heldout), "worse": float(pick_value < start_value - 1e-12)}
+    return {
+        "share": (pick_value - start_value) / span if span > 0 else 1.0,
+        "true_uplift": pick_value - start_value,
+        "heldout_uplift": float(heldout),
+        "worse": float(pick_value < start_value - 1e-12),
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", type=int, default=24, help="synthetic worlds (intents) averaged over")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[26, 50, 102, 204, 404],
-                        help="pictures per intent, round 0 included")
-    parser.add_argument("--configs", nargs="+", default=["1x4", "2x4", "4x5"],
-                        help="sdxlab variants as SEEDSxCANDIDATES (seeds per candidate x candidates per round)")
+    parser.add_argument(
+        "--budgets", type=int, nargs="+", default=[26, 50, 102, 204, 404], help="pictures per intent, round 0 included"
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["1x4", "2x4", "4x5"],
+        help="sdxlab variants as SEEDSxCANDIDATES (seeds per candidate x candidates per round)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_FILE)
-    parser.add_argument("--recipe", action="store_true",
-                        help="compare joint prompt + recipe search with prompt-only search (budgets default 50 102 204)")
-    parser.add_argument("--lora-meaning", type=float, default=0.04,
-                        help="--recipe: CLIP-T lost per unit of LoRA scale (0.04; try 0.1 for a LoRA that overfits)")
+    parser.add_argument(
+        "--recipe",
+        action="store_true",
+        help="compare joint prompt + recipe search with prompt-only search (budgets default 50 102 204)",
+    )
+    parser.add_argument(
+        "--lora-meaning",
+        type=float,
+        default=0.04,
+        help="--recipe: CLIP-T lost per unit of LoRA scale (0.04; try 0.1 for a LoRA that overfits)",
+    )
     args = parser.parse_args(argv)
     if args.recipe and "--budgets" not in (argv if argv is not None else sys.argv):
         args.budgets = [50, 102, 204]
@@ -443,9 +533,12 @@ def main(argv: list[str] | None = None) -> int:
             world = World.draw(1000 + index)
             optimum, _ = reachable_optimum(world)
             for budget in args.budgets:
-                picks = {f"sdxlab {s}x{c}": search_sdxlab(world, intent, budget, s, c, index,
-                                                          Path(temporary) / f"{index}-{budget}-{s}x{c}")
-                         for s, c in configs}
+                picks = {
+                    f"sdxlab {s}x{c}": search_sdxlab(
+                        world, intent, budget, s, c, index, Path(temporary) / f"{index}-{budget}-{s}x{c}"
+                    )
+                    for s, c in configs
+                }
                 picks["random"] = search_random(world, intent, budget, index)
                 picks["hill-climb"] = search_hill_climb(world, intent, budget, index)
                 picks["start"] = intent.start_prompt
@@ -463,11 +556,18 @@ def main(argv: list[str] | None = None) -> int:
                 figure[f"{key}_se"] = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
             figures.append(figure)
     print_table(figures, args.worlds, wall)
-    record = {"bench": "prompt_search", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-              "versions": versions(), "objective": f"total = clip_t + {LIKENESS_WEIGHT} x likeness (synthetic world)",
-              "worlds": args.worlds, "heldout_seeds": len(HELDOUT_SEEDS), "wall_seconds": round(wall, 1),
-              "figures": figures, "load_average_1min": round(os.getloadavg()[0], 2)}
+    record = {
+        "bench": "prompt_search",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "versions": versions(),
+        "objective": f"total = clip_t + {LIKENESS_WEIGHT} x likeness (synthetic world)",
+        "worlds": args.worlds,
+        "heldout_seeds": len(HELDOUT_SEEDS),
+        "wall_seconds": round(wall, 1),
+        "figures": figures,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     with open(args.results, "a", encoding="utf-8") as results:
         results.write(json.dumps(record) + "\n")
     print(f"Appended to {args.results}.")
@@ -475,13 +575,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(figures: list[dict], worlds: int, wall: float) -> None:
-    print(f"\nSynthetic prompt-search benchmark: {worlds} worlds, {wall:.0f} s. share: of the reachable optimum "
-          "(noise-free); uplifts in total units (0.01 = one CLIP-T hundredth); worse: pick truly below the start.")
+    print(
+        f"\nSynthetic prompt-search benchmark: {worlds} worlds, {wall:.0f} s. share: of the reachable optimum "
+        "(noise-free); uplifts in total units (0.01 = one CLIP-T hundredth); worse: pick truly below the start."
+    )
     print(f"{'method':16} {'pictures':>8} {'share':>12} {'true uplift':>14} {'held-out uplift':>16} {'worse':>6}")
     for f in figures:
-        print(f"{f['method']:16} {f['pictures']:>8} {f['share']:>6.2f} ±{f['share_se']:.2f} "
-              f"{f['true_uplift']:>+8.4f} ±{f['true_uplift_se']:.4f} {f['heldout_uplift']:>+9.4f} ±{f['heldout_uplift_se']:.4f} "
-              f"{f['worse']:>6.2f}")
+        print(
+            f"{f['method']:16} {f['pictures']:>8} {f['share']:>6.2f} ±{f['share_se']:.2f} "
+            f"{f['true_uplift']:>+8.4f} ±{f['true_uplift_se']:.4f} {f['heldout_uplift']:>+9.4f} ±{f['heldout_uplift_se']:.4f} "
+            f"{f['worse']:>6.2f}"
+        )
 
 
 def versions() -> dict[str, str]:

@@ -56,11 +56,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, help="default: 1024 for random-sdxl, 128 for tiny")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeats", type=int, help="timed calls in a row per variant and round (default: 3 on CPU, 2 on GPU; 2 rounds)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed calls in a row per variant and round (default: 3 on CPU, 2 on GPU; 2 rounds)"
+    )
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the CUDA-graph UNet (CUDA only)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
-    parser.add_argument("--variants", type=lambda text: [v.strip() for v in text.split(",") if v.strip()], default=None,
-                        help="besides stock, only these: fused, unfused, graphs (comma-separated; default: all)")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
+        default=None,
+        help="besides stock, only these: fused, unfused, graphs (comma-separated; default: all)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_FILE)
     return parser.parse_args(argv)
 
@@ -75,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or ("random-sdxl" if on_gpu else "tiny")
     resolution = args.resolution or (TINY_RESOLUTION if model == "tiny" else 1024)
     repeats = args.repeats or (2 if on_gpu else 3)
-    print(f"Device: {device_name(placement.device)}; model: {model} (random weights) at {resolution}×{resolution}, "
-          f"{args.steps} Euler steps, guidance {GUIDANCE}, LoRA rank 4 loaded; 2 rounds of {repeats} timed calls per row.")
+    print(
+        f"Device: {device_name(placement.device)}; model: {model} (random weights) at {resolution}×{resolution}, "
+        f"{args.steps} Euler steps, guidance {GUIDANCE}, LoRA rank 4 loaded; 2 rounds of {repeats} timed calls per row."
+    )
 
     pipe = build_pipeline(model, placement)
     sampler = Sampler(pipe, model=model)
@@ -85,19 +93,34 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for batch in args.batches:
         calls = {"stock StableDiffusionXLPipeline (LoRA loaded, unfused)": (None, False)}
-        calls.update({label: (fuse, graphs) for label, fuse, graphs in variants(args.cuda_graphs and on_gpu)
-                      if not args.variants or variant_id(fuse, graphs) in args.variants})
+        calls.update(
+            {
+                label: (fuse, graphs)
+                for label, fuse, graphs in variants(args.cuda_graphs and on_gpu)
+                if not args.variants or variant_id(fuse, graphs) in args.variants
+            }
+        )
         seconds = measure_interleaved(sampler, calls, batch, args.steps, resolution, repeats, on_gpu)
         stock = seconds[next(iter(calls))]
         figures += [row(label, batch, value, stock) for label, value in seconds.items()]
     print_table(figures)
 
-    record = {"bench": "sample", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": device_name(placement.device), "versions": versions(), "model": model,
-              "weights": "random (speed only; pictures are meaningless)", "resolution": resolution,
-              "dtype": str(pipe.unet.dtype).removeprefix("torch."), "steps": args.steps, "guidance": GUIDANCE,
-              "scheduler": "euler", "lora": "rank 4 on UNet attention (to_q, to_k, to_v, to_out.0)",
-              "repeats": repeats, "figures": figures}
+    record = {
+        "bench": "sample",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device_name(placement.device),
+        "versions": versions(),
+        "model": model,
+        "weights": "random (speed only; pictures are meaningless)",
+        "resolution": resolution,
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+        "steps": args.steps,
+        "guidance": GUIDANCE,
+        "scheduler": "euler",
+        "lora": "rank 4 on UNet attention (to_q, to_k, to_v, to_out.0)",
+        "repeats": repeats,
+        "figures": figures,
+    }
     if hasattr(os, "getloadavg"):
         record["load_average_1min"] = round(os.getloadavg()[0], 2)
     with open(args.results, "a", encoding="utf-8") as results:
@@ -131,7 +154,9 @@ def make_random_lora(pipe, folder: Path) -> Path:
 
     from sdxlab.train.export import export_lora
 
-    config = LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    config = LoraConfig(
+        r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+    )
     pipe.unet.add_adapter(config, adapter_name="bench")
     generator = torch.Generator().manual_seed(0)
     for name, parameter in pipe.unet.named_parameters():
@@ -150,18 +175,36 @@ def stock_call(sampler: Sampler, batch: int, steps: int, resolution: int) -> Non
     pipe.set_adapters([ADAPTER_NAME], adapter_weights=[1.0])
     sampler._use_scheduler("euler")
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in range(batch)]
-    pipe(prompt=[PROMPT] * batch, negative_prompt=[NEGATIVE] * batch, num_inference_steps=steps,
-         guidance_scale=GUIDANCE, width=resolution, height=resolution, generator=generators)
+    pipe(
+        prompt=[PROMPT] * batch,
+        negative_prompt=[NEGATIVE] * batch,
+        num_inference_steps=steps,
+        guidance_scale=GUIDANCE,
+        width=resolution,
+        height=resolution,
+        generator=generators,
+    )
 
 
 def sampler_call(sampler: Sampler, batch: int, steps: int, resolution: int) -> None:
-    sampler.generate([PROMPT], list(range(batch)), negative_prompt=NEGATIVE, steps=steps, guidance=GUIDANCE,
-                     width=resolution, height=resolution, lora_scale=1.0, scheduler="euler", batch_size=batch,
-                     progress=False)
+    sampler.generate(
+        [PROMPT],
+        list(range(batch)),
+        negative_prompt=NEGATIVE,
+        steps=steps,
+        guidance=GUIDANCE,
+        width=resolution,
+        height=resolution,
+        lora_scale=1.0,
+        scheduler="euler",
+        batch_size=batch,
+        progress=False,
+    )
 
 
-def measure_interleaved(sampler: Sampler, calls: dict, batch: int, steps: int, resolution: int, repeats: int,
-                        on_gpu: bool, rounds: int = 2) -> dict[str, float]:
+def measure_interleaved(
+    sampler: Sampler, calls: dict, batch: int, steps: int, resolution: int, repeats: int, on_gpu: bool, rounds: int = 2
+) -> dict[str, float]:
     """Median seconds per image of each variant, measured in `rounds` rounds that visit every variant in turn.
 
     `calls` maps a label to (fuse_lora, cuda_graphs); fuse_lora None means the stock pipeline call. In each
@@ -186,9 +229,13 @@ def measure_interleaved(sampler: Sampler, calls: dict, batch: int, steps: int, r
                         timings[label].append((time.perf_counter() - started) / batch)
             except Exception as error:
                 traceback.print_exc()
-                failed[label] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+                failed[label] = (
+                    f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+                )
                 sampler.disable_cuda_graphs()
-    return {label: (failed[label] if label in failed else statistics.median(values)) for label, values in timings.items()}
+    return {
+        label: (failed[label] if label in failed else statistics.median(values)) for label, values in timings.items()
+    }
 
 
 def run_variant(sampler: Sampler, fuse: bool | None, graphs: bool, batch: int, steps: int, resolution: int) -> None:
@@ -207,18 +254,29 @@ def run_variant(sampler: Sampler, fuse: bool | None, graphs: bool, batch: int, s
 def row(label: str, batch: int, seconds: float | str, stock: float | str) -> dict:
     """A table row; `seconds` is the error text when the variant failed."""
     if isinstance(seconds, str):
-        return {"variant": label, "batch_size": batch, "seconds_per_image": None, "speedup_vs_stock": None,
-                "note": seconds}
-    return {"variant": label, "batch_size": batch, "seconds_per_image": round(seconds, 4),
-            "speedup_vs_stock": round(stock / seconds, 2) if not isinstance(stock, str) else None}
+        return {
+            "variant": label,
+            "batch_size": batch,
+            "seconds_per_image": None,
+            "speedup_vs_stock": None,
+            "note": seconds,
+        }
+    return {
+        "variant": label,
+        "batch_size": batch,
+        "seconds_per_image": round(seconds, 4),
+        "speedup_vs_stock": round(stock / seconds, 2) if not isinstance(stock, str) else None,
+    }
 
 
 def print_table(figures: list[dict]) -> None:
     print(f"\n{'variant':58} {'batch':>5} {'s/image':>9} {'× stock':>8}")
     for figure in figures:
         seconds, ratio = figure["seconds_per_image"], figure["speedup_vs_stock"]
-        print(f"{figure['variant']:58} {figure['batch_size']:>5} {'—' if seconds is None else f'{seconds:.3f}':>9} "
-              f"{'—' if ratio is None else f'{ratio:.2f}':>8} {figure.get('note', '')}".rstrip())
+        print(
+            f"{figure['variant']:58} {figure['batch_size']:>5} {'—' if seconds is None else f'{seconds:.3f}':>9} "
+            f"{'—' if ratio is None else f'{ratio:.2f}':>8} {figure.get('note', '')}".rstrip()
+        )
 
 
 def device_name(device: torch.device) -> str:
@@ -232,8 +290,13 @@ def versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 if __name__ == "__main__":

@@ -61,9 +61,14 @@ SDXLAB_SETTINGS = {
     # TrainConfig's defaults are the demo's (rank 4); the sdxl profile's rank 16 is what was measured here
     "sdxlab-defaults": ("sdxlab defaults (batch auto)", {"lora_rank": 16}),
     "sdxlab-batch1": ("sdxlab batch 1, rank 4", {"batch_size": 1, "lora_rank": 4}),
-    "sdxlab-batch1-eager": ("sdxlab batch 1, rank 4, eager step", {"batch_size": 1, "lora_rank": 4, "cuda_graph": False}),
-    "sdxlab-low-memory": ("sdxlab low memory (batch 1, checkpointing)",
-                          {"batch_size": 1, "lora_rank": 4, "gradient_checkpointing": True}),
+    "sdxlab-batch1-eager": (
+        "sdxlab batch 1, rank 4, eager step",
+        {"batch_size": 1, "lora_rank": 4, "cuda_graph": False},
+    ),
+    "sdxlab-low-memory": (
+        "sdxlab low memory (batch 1, checkpointing)",
+        {"batch_size": 1, "lora_rank": 4, "gradient_checkpointing": True},
+    ),
 }
 # The memory profiles (env/profiles/<name>.yaml, training lines only), each run under a cap on what PyTorch may
 # allocate (torch.cuda.set_per_process_memory_fraction), so "auto" choices and out-of-memory errors happen as on
@@ -73,8 +78,18 @@ PROFILE_SETTINGS = {
     "sdxl-10gb": ("profile sdxl-10gb (capped at 10 GiB)", "sdxl-10gb", 10.0),
 }
 # profile lines the benchmark sets itself (length, checkpoints, pictures) or that do not change the speed
-NOT_FROM_PROFILE = {"steps", "checkpoint_every", "keep_checkpoints", "lr_warmup_steps", "validation_seeds",
-                    "validation_steps", "validation_prompts", "validation_guidance", "gpu_price_per_hour", "resume"}
+NOT_FROM_PROFILE = {
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "lr_warmup_steps",
+    "validation_seeds",
+    "validation_steps",
+    "validation_prompts",
+    "validation_guidance",
+    "gpu_price_per_hour",
+    "resume",
+}
 
 
 @dataclass
@@ -97,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     placement = choose_placement(args.device)
     model = args.model or ("random-sdxl" if placement.device.type == "cuda" else "tiny")
     resolution = args.resolution or (TINY_RESOLUTION if model == "tiny" else 1024)
-    print(f"Device: {device_name(placement.device)}; model: {model} at {resolution}×{resolution}, "
-          f"{placement.dtype}; {args.warmup} warm-up + {args.steps} timed steps.", flush=True)
+    print(
+        f"Device: {device_name(placement.device)}; model: {model} at {resolution}×{resolution}, "
+        f"{placement.dtype}; {args.warmup} warm-up + {args.steps} timed steps.",
+        flush=True,
+    )
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="sdxlab-bench-train-") as workdir:
@@ -111,12 +129,26 @@ def main(argv: list[str] | None = None) -> int:
                 elif recipe in PROFILE_SETTINGS:
                     label, profile, cap = PROFILE_SETTINGS[recipe]
                     with memory_cap(placement.device, cap):
-                        rows.append(sdxlab_recipe(recipe, label, profile_overrides(profile), model, dataset_dir,
-                                                  Path(workdir), placement, resolution, args))
+                        rows.append(
+                            sdxlab_recipe(
+                                recipe,
+                                label,
+                                profile_overrides(profile),
+                                model,
+                                dataset_dir,
+                                Path(workdir),
+                                placement,
+                                resolution,
+                                args,
+                            )
+                        )
                 else:
                     label, overrides = SDXLAB_SETTINGS[recipe]
-                    rows.append(sdxlab_recipe(recipe, label, overrides, model, dataset_dir, Path(workdir),
-                                              placement, resolution, args))
+                    rows.append(
+                        sdxlab_recipe(
+                            recipe, label, overrides, model, dataset_dir, Path(workdir), placement, resolution, args
+                        )
+                    )
             except Exception as error:  # one failing recipe must not lose the others' figures
                 traceback.print_exc()
                 rows.append(Figures(recipe, note=f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160]}"))
@@ -147,16 +179,21 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="cuda, cpu, or auto (default)")
-    parser.add_argument("--model", default=None,
-                        help="random-sdxl (default on a GPU), tiny (default on the CPU), or a model folder")
+    parser.add_argument(
+        "--model", default=None, help="random-sdxl (default on a GPU), tiny (default on the CPU), or a model folder"
+    )
     parser.add_argument("--resolution", type=int, default=None, help="default 1024 for SDXL, 128 for tiny")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on a GPU, 10 on the CPU)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps first, at least 1 (default 5 on a GPU, 2 on the CPU)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first, at least 1 (default 5 on a GPU, 2 on the CPU)"
+    )
     parser.add_argument("--images", type=int, default=8, help="synthetic training images")
     parser.add_argument("--rank", type=int, default=4, help="the reference recipe's LoRA rank (the example's default)")
-    parser.add_argument("--recipes", default=",".join(["reference", *SDXLAB_SETTINGS, *PROFILE_SETTINGS]),
-                        help="comma-separated: reference and/or " + ", ".join([*SDXLAB_SETTINGS, *PROFILE_SETTINGS]))
+    parser.add_argument(
+        "--recipes",
+        default=",".join(["reference", *SDXLAB_SETTINGS, *PROFILE_SETTINGS]),
+        help="comma-separated: reference and/or " + ", ".join([*SDXLAB_SETTINGS, *PROFILE_SETTINGS]),
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_FILE, help="JSON-lines file to append to")
     args = parser.parse_args(argv)
     on_gpu = choose_placement(args.device).device.type == "cuda"
@@ -191,17 +228,24 @@ def make_dataset(dataset_dir: Path, resolution: int, count: int) -> Path:
         coarse = generator.uniform(0, 255, size=(8, 8, 3)).astype(np.uint8)
         image = Image.fromarray(coarse).resize((resolution, resolution), Image.BICUBIC)
         mask = Image.new("L", (resolution, resolution), 76)  # background weight 0.3
-        ImageDraw.Draw(mask).ellipse([resolution // 4, resolution // 5, resolution * 3 // 4, resolution * 4 // 5], fill=255)
+        ImageDraw.Draw(mask).ellipse(
+            [resolution // 4, resolution // 5, resolution * 3 // 4, resolution * 4 // 5], fill=255
+        )
         write_image(dataset_dir / f"images/{number:04d}.png", image)
         write_image(dataset_dir / f"masks/{number:04d}.png", mask)
         offset = resolution // 4
-        rows.append({
-            "file_name": f"images/{number:04d}.png", "text": CAPTION, "mask_file": f"masks/{number:04d}.png",
-            "source": f"synthetic/{number:04d}.png",
-            "face_box": [resolution // 4, resolution // 5, resolution * 3 // 4, resolution * 4 // 5],
-            "crop_box": [offset, offset, offset + resolution, offset + resolution],
-            "original_size": [source_size, source_size], "upscaled": False,
-        })
+        rows.append(
+            {
+                "file_name": f"images/{number:04d}.png",
+                "text": CAPTION,
+                "mask_file": f"masks/{number:04d}.png",
+                "source": f"synthetic/{number:04d}.png",
+                "face_box": [resolution // 4, resolution // 5, resolution * 3 // 4, resolution * 4 // 5],
+                "crop_box": [offset, offset, offset + resolution, offset + resolution],
+                "original_size": [source_size, source_size],
+                "upscaled": False,
+            }
+        )
     write_jsonl(dataset_dir / "metadata.jsonl", rows)
     return dataset_dir
 
@@ -223,8 +267,14 @@ def reference_recipe(model: str, dataset_dir: Path, placement, resolution: int, 
     for component in (unet, vae, *text_encoders):
         component.requires_grad_(False)
     vae.to(dtype=torch.float32)  # the example keeps SDXL's VAE in fp32 (it overflows in half precision)
-    unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
-                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=args.rank,
+            lora_alpha=args.rank,
+            init_lora_weights="gaussian",
+            target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+        )
+    )
     parameters = [parameter for parameter in unet.parameters() if parameter.requires_grad]
     for parameter in parameters:  # the example's cast_training_params: trainable weights in fp32
         parameter.data = parameter.data.float()
@@ -245,8 +295,9 @@ def reference_recipe(model: str, dataset_dir: Path, placement, resolution: int, 
         prompt_embeds, pooled = encode_caption(text_encoders, tokenizers, CAPTION, device)
         add_time_ids = torch.tensor([time_ids], device=device, dtype=weight_dtype)
         with autocast:
-            prediction = unet(noisy, timesteps, prompt_embeds,
-                              added_cond_kwargs={"time_ids": add_time_ids, "text_embeds": pooled}).sample
+            prediction = unet(
+                noisy, timesteps, prompt_embeds, added_cond_kwargs={"time_ids": add_time_ids, "text_embeds": pooled}
+            ).sample
         loss = F.mse_loss(prediction.float(), noise.float(), reduction="mean")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -262,9 +313,15 @@ def reference_recipe(model: str, dataset_dir: Path, placement, resolution: int, 
         training_step(index)
     synchronize(device)
     timed = time.perf_counter() - timed_start
-    figures = Figures("reference (diffusers example loop)", batch_size=1, samples_per_second=args.steps / timed,
-                      seconds_per_step=timed / args.steps, peak_memory_gib=peak_memory(device),
-                      peak_reserved_gib=peak_reserved(device), wall_seconds=time.perf_counter() - started)
+    figures = Figures(
+        "reference (diffusers example loop)",
+        batch_size=1,
+        samples_per_second=args.steps / timed,
+        seconds_per_step=timed / args.steps,
+        peak_memory_gib=peak_memory(device),
+        peak_reserved_gib=peak_reserved(device),
+        wall_seconds=time.perf_counter() - started,
+    )
     return figures
 
 
@@ -286,8 +343,9 @@ def encode_caption(text_encoders, tokenizers, caption: str, device) -> tuple[tor
     """The example's encode_prompt: penultimate hidden states of both encoders, pooled output of the second."""
     hidden_states, pooled = [], None
     for tokenizer, text_encoder in zip(tokenizers, text_encoders, strict=True):
-        ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(device)
+        ids = tokenizer(
+            caption, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
         output = text_encoder(ids, output_hidden_states=True)
         pooled = output[0]
         hidden_states.append(output.hidden_states[-2])
@@ -297,8 +355,17 @@ def encode_caption(text_encoders, tokenizers, caption: str, device) -> tuple[tor
 # --- (b) sdxlab.train --------------------------------------------------------------------------------------
 
 
-def sdxlab_recipe(recipe: str, label: str, overrides: dict, model: str, dataset_dir: Path, workdir: Path,
-                  placement, resolution: int, args) -> Figures:
+def sdxlab_recipe(
+    recipe: str,
+    label: str,
+    overrides: dict,
+    model: str,
+    dataset_dir: Path,
+    workdir: Path,
+    placement,
+    resolution: int,
+    args,
+) -> Figures:
     """One run of `sdxlab.train.train`, timed from its step events: the steps after the warm-up ones."""
     from sdxlab.train import TrainConfig, train
 
@@ -312,19 +379,36 @@ def sdxlab_recipe(recipe: str, label: str, overrides: dict, model: str, dataset_
     started = time.perf_counter()
     pipe = fresh_pipeline(model, placement)
     steps = args.warmup + args.steps
-    config = TrainConfig(dataset_dir=dataset_dir, output_dir=workdir / recipe, model=model, resolution=resolution,
-                         device=str(placement.device), steps=steps, checkpoint_every=steps, lr_warmup_steps=0,
-                         validation_prompts=[], progress=False, lora_name="bench", **overrides)
+    config = TrainConfig(
+        dataset_dir=dataset_dir,
+        output_dir=workdir / recipe,
+        model=model,
+        resolution=resolution,
+        device=str(placement.device),
+        steps=steps,
+        checkpoint_every=steps,
+        lr_warmup_steps=0,
+        validation_prompts=[],
+        progress=False,
+        lora_name="bench",
+        **overrides,
+    )
     with watch_step_runner() as runners:
         result = train(config, callbacks=[on_event], pipe=pipe)
     step_note = f"{runners[0].mode} step" if runners and runners[0] is not None else "eager step"
     synchronize(placement.device)
     timed = step_times[-1] - step_times[args.warmup - 1]
     samples_per_step = result.batch_size * config.gradient_accumulation
-    return Figures(label, batch_size=samples_per_step, samples_per_second=args.steps * samples_per_step / timed,
-                   seconds_per_step=timed / args.steps, peak_memory_gib=peak_memory(placement.device),
-                   peak_reserved_gib=peak_reserved(placement.device), wall_seconds=time.perf_counter() - started,
-                   note=step_note)
+    return Figures(
+        label,
+        batch_size=samples_per_step,
+        samples_per_second=args.steps * samples_per_step / timed,
+        seconds_per_step=timed / args.steps,
+        peak_memory_gib=peak_memory(placement.device),
+        peak_reserved_gib=peak_reserved(placement.device),
+        wall_seconds=time.perf_counter() - started,
+        note=step_note,
+    )
 
 
 def profile_overrides(profile: str) -> dict:
@@ -406,8 +490,13 @@ def versions() -> dict[str, str]:
     import peft
     import transformers
 
-    found = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-             "transformers": transformers.__version__, "peft": peft.__version__}
+    found = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
     if torch.cuda.is_available():
         found["cuda"] = str(torch.version.cuda)
     return found
@@ -419,16 +508,26 @@ def print_table(rows: list[Figures], device: torch.device, model: str, resolutio
     def number(value: float | None, digits: int = 2) -> str:
         return "—" if value is None else f"{value:.{digits}f}"
 
-    print(f"\nTraining, {device_name(device)}, {model} at {resolution}×{resolution} (random weights: speed and memory only)")
+    print(
+        f"\nTraining, {device_name(device)}, {model} at {resolution}×{resolution} (random weights: speed and memory only)"
+    )
     header = ["recipe", "batch", "samples/s", "× reference", "s/step", "peak GiB", "reserved GiB", "wall s", "note"]
     lines = [header]
     for row in rows:
-        ratio = (row.samples_per_second / reference.samples_per_second
-                 if reference and row.samples_per_second else None)
-        lines.append([row.recipe, "—" if row.batch_size is None else str(row.batch_size),
-                      number(row.samples_per_second), number(ratio, 1), number(row.seconds_per_step, 3),
-                      number(row.peak_memory_gib, 1), number(row.peak_reserved_gib, 1), number(row.wall_seconds, 0),
-                      row.note])
+        ratio = row.samples_per_second / reference.samples_per_second if reference and row.samples_per_second else None
+        lines.append(
+            [
+                row.recipe,
+                "—" if row.batch_size is None else str(row.batch_size),
+                number(row.samples_per_second),
+                number(ratio, 1),
+                number(row.seconds_per_step, 3),
+                number(row.peak_memory_gib, 1),
+                number(row.peak_reserved_gib, 1),
+                number(row.wall_seconds, 0),
+                row.note,
+            ]
+        )
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     for index, line in enumerate(lines):
         print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

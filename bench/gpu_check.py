@@ -65,8 +65,12 @@ from pathlib import Path
 from typing import Any
 
 # No network there: nothing may wait on the hub. No progress bars: the run tool returns only the output's tail.
-for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-                      "TQDM_DISABLE": "1"}.items():
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TQDM_DISABLE": "1",
+}.items():
     os.environ.setdefault(_name, _value)
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -74,10 +78,31 @@ BENCH = PROJECT / "bench"
 GIB = 1024**3
 # Not on the GPU image (../.library KINDS.md) and not carried: the dry run hides them too, so it fails where the
 # GPU run would. (diffusers, open_clip_torch and bitsandbytes travel as wheels; see bench/gpu_prepare.sh.)
-MISSING_ON_GPU_IMAGE = ("dlib", "face_recognition_models", "imagehash", "pillow_heif", "papermill", "nbformat",
-                        "nbclient", "ipywidgets", "ipykernel", "jupyterlab", "IPython", "prodigyopt", "playwright")
-RESULT_FILES = ("gpu_check.log", "summary.md", "results.jsonl", "equivalence.json", "validation_grid.png",
-                "grid_prompts_seeds.png", "grid_lora_scale.png", "sampler_graphs.png")
+MISSING_ON_GPU_IMAGE = (
+    "dlib",
+    "face_recognition_models",
+    "imagehash",
+    "pillow_heif",
+    "papermill",
+    "nbformat",
+    "nbclient",
+    "ipywidgets",
+    "ipykernel",
+    "jupyterlab",
+    "IPython",
+    "prodigyopt",
+    "playwright",
+)
+RESULT_FILES = (
+    "gpu_check.log",
+    "summary.md",
+    "results.jsonl",
+    "equivalence.json",
+    "validation_grid.png",
+    "grid_prompts_seeds.png",
+    "grid_lora_scale.png",
+    "sampler_graphs.png",
+)
 
 
 class OverBudget(Exception):
@@ -127,12 +152,20 @@ def part_environment(check: Check) -> dict:
 
     placement = choose_placement("cpu" if check.dry else "auto")
     check.device, check.dtype = placement.device, placement.dtype
-    facts = {"device": device_name(placement.device), "dtype": str(placement.dtype).removeprefix("torch."),
-             "versions": versions(), "python": sys.executable, "dry_run": check.dry}
+    facts = {
+        "device": device_name(placement.device),
+        "dtype": str(placement.dtype).removeprefix("torch."),
+        "versions": versions(),
+        "python": sys.executable,
+        "dry_run": check.dry,
+    }
     if placement.device.type == "cuda":
         free, total = torch.cuda.mem_get_info(placement.device)
-        facts.update(gpu_memory_total_gib=round(total / GIB, 1), gpu_memory_free_gib=round(free / GIB, 1),
-                     capability=".".join(map(str, torch.cuda.get_device_capability(placement.device))))
+        facts.update(
+            gpu_memory_total_gib=round(total / GIB, 1),
+            gpu_memory_free_gib=round(free / GIB, 1),
+            capability=".".join(map(str, torch.cuda.get_device_capability(placement.device))),
+        )
     elif not check.dry:
         facts["note"] = "no CUDA device: this is a dry run with the tiny model"
     check.facts.update(facts)
@@ -168,11 +201,17 @@ def part_model(check: Check) -> dict:
     check.model_dir = folder
     check.resolution = 128 if check.dry else 1024
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    return {"folder": str(folder), "folder_gib": round(size / GIB, 2), "build_and_write_s": round(written, 1),
-            "load_s": round(time.perf_counter() - loaded_at, 1),
-            "unet_parameters": sum(p.numel() for p in check.pipe.unet.parameters()),
-            "dtypes": {name: str(getattr(check.pipe, name).dtype).removeprefix("torch.")
-                       for name in ("unet", "vae", "text_encoder", "text_encoder_2")}}
+    return {
+        "folder": str(folder),
+        "folder_gib": round(size / GIB, 2),
+        "build_and_write_s": round(written, 1),
+        "load_s": round(time.perf_counter() - loaded_at, 1),
+        "unet_parameters": sum(p.numel() for p in check.pipe.unet.parameters()),
+        "dtypes": {
+            name: str(getattr(check.pipe, name).dtype).removeprefix("torch.")
+            for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+        },
+    }
 
 
 # --- 3. the captured training step against the eager one ----------------------------------------------------------
@@ -209,27 +248,48 @@ def part_equivalence(check: Check) -> dict:
             return torch.randn(shape, generator=g).to(check.device)
 
         side = float(check.resolution)
-        return Batch(latents=random(rows, 4, latent, latent), prompt_embeds=random(rows, 77, unet.config.cross_attention_dim),
-                     pooled=random(rows, pooled), time_ids=torch.tensor([[side * 1.5, side * 1.5, side / 4, side / 4, side, side]] * rows,
-                                                                      device=check.device),
-                     loss_weights=(torch.rand((rows, 1, latent, latent), generator=g) * 0.5 + 0.5).to(check.device),
-                     is_prior=torch.zeros(rows, dtype=torch.bool, device=check.device))
+        return Batch(
+            latents=random(rows, 4, latent, latent),
+            prompt_embeds=random(rows, 77, unet.config.cross_attention_dim),
+            pooled=random(rows, pooled),
+            time_ids=torch.tensor(
+                [[side * 1.5, side * 1.5, side / 4, side / 4, side, side]] * rows, device=check.device
+            ),
+            loss_weights=(torch.rand((rows, 1, latent, latent), generator=g) * 0.5 + 0.5).to(check.device),
+            is_prior=torch.zeros(rows, dtype=torch.bool, device=check.device),
+        )
 
     steps = [[batch(seed)] for seed in range(4)]
-    report = compare_with_eager(unet, DDPMScheduler.from_config(pipe.scheduler.config), trainable, config, autocast,
-                                check.device, steps, capture=None if check.device.type == "cuda" else False)
-    report["note"] = ("random weights and random inputs; CPU dry run: no capture, fp32" if check.dry
-                      else "random weights and random inputs, full SDXL UNet at 1024 px, bf16 autocast")
+    report = compare_with_eager(
+        unet,
+        DDPMScheduler.from_config(pipe.scheduler.config),
+        trainable,
+        config,
+        autocast,
+        check.device,
+        steps,
+        capture=None if check.device.type == "cuda" else False,
+    )
+    report["note"] = (
+        "random weights and random inputs; CPU dry run: no capture, fp32"
+        if check.dry
+        else "random weights and random inputs, full SDXL UNet at 1024 px, bf16 autocast"
+    )
     (check.out / "equivalence.json").write_text(json.dumps(report, indent=2))
     check.pipe = None  # the LoRA added here must not reach later parts: they load their own pipelines
     pipe = unet = trainable = None  # noqa: F841 - free the GPU memory now
     release(check.device)
     worst = max(report["steps"], key=lambda row: row["gradient_relative"])
-    return {"passed": report["passed"], "mode": report["mode"], "capture_seconds": report["capture_seconds"],
-            "worst_loss_relative": max(row["loss_relative"] for row in report["steps"]),
-            "worst_gradient_relative": worst["gradient_relative"],
-            "floor_gradient_relative": max(row["gradient_relative"] for row in report["eager_vs_eager"]),
-            "ms_per_step": report["ms_per_step"], "optimizer_ms_per_step": report["optimizer_ms_per_step"]}
+    return {
+        "passed": report["passed"],
+        "mode": report["mode"],
+        "capture_seconds": report["capture_seconds"],
+        "worst_loss_relative": max(row["loss_relative"] for row in report["steps"]),
+        "worst_gradient_relative": worst["gradient_relative"],
+        "floor_gradient_relative": max(row["gradient_relative"] for row in report["eager_vs_eager"]),
+        "ms_per_step": report["ms_per_step"],
+        "optimizer_ms_per_step": report["optimizer_ms_per_step"],
+    }
 
 
 def _load(check: Check):
@@ -242,8 +302,13 @@ def _load(check: Check):
 
 
 def common_overrides(check: Check) -> dict:
-    return {"run": check.run, "outputs_dir": str(check.outputs_dir), "model": str(check.model_dir),
-            "resolution": check.resolution, "device": str(check.device)}
+    return {
+        "run": check.run,
+        "outputs_dir": str(check.outputs_dir),
+        "model": str(check.model_dir),
+        "resolution": check.resolution,
+        "device": str(check.device),
+    }
 
 
 def part_train(check: Check) -> dict:
@@ -252,8 +317,14 @@ def part_train(check: Check) -> dict:
     dataset = check.layout.dataset
     if not (dataset / "metadata.jsonl").exists():
         shutil.copytree(check.dataset_dir, dataset)
-    overrides = {**common_overrides(check), "train_steps": 24, "train_checkpoint_every": 12, "train_lr_warmup_steps": 4,
-                 "train_validation_seeds": [0], "train_keep_checkpoints": 0}
+    overrides = {
+        **common_overrides(check),
+        "train_steps": 24,
+        "train_checkpoint_every": 12,
+        "train_lr_warmup_steps": 4,
+        "train_validation_seeds": [0],
+        "train_keep_checkpoints": 0,
+    }
     if check.dry:
         overrides.update(train_steps=4, train_checkpoint_every=2, train_lr_warmup_steps=1, train_validation_steps=2)
     memory: dict[str, Any] = {}
@@ -263,7 +334,10 @@ def part_train(check: Check) -> dict:
             memory["allocated_after_caching_gib"] = round(torch.cuda.memory_allocated(check.device) / GIB, 2)
         if event.kind == "start":
             memory["vae_device"] = str(event.pipe.vae.device)
-            memory["text_encoder_devices"] = [str(event.pipe.text_encoder.device), str(event.pipe.text_encoder_2.device)]
+            memory["text_encoder_devices"] = [
+                str(event.pipe.text_encoder.device),
+                str(event.pipe.text_encoder_2.device),
+            ]
 
     from sdxlab.train import loop
 
@@ -286,18 +360,23 @@ def part_train(check: Check) -> dict:
     result = namespace["result"]
     history = result.history
     steady = [row for row in history if row["step"] > 3] or history
-    seconds_per_step = ((steady[-1]["elapsed_s"] - steady[0]["elapsed_s"]) / max(len(steady) - 1, 1)
-                        if len(steady) > 1 else None)
+    seconds_per_step = (
+        (steady[-1]["elapsed_s"] - steady[0]["elapsed_s"]) / max(len(steady) - 1, 1) if len(steady) > 1 else None
+    )
     copy_out(check, check.layout.lora / "validation_grid.png", "validation_grid.png")
     figures = {
-        "batch_size": result.batch_size, "steps": len(history), "wall_s": round(result.wall_seconds, 1),
+        "batch_size": result.batch_size,
+        "steps": len(history),
+        "wall_s": round(result.wall_seconds, 1),
         "training_s": round(history[-1]["elapsed_s"], 1) if history else None,
         "seconds_per_step": seconds_per_step,
         "samples_per_s": result.batch_size / seconds_per_step if seconds_per_step else None,
         "step_runner": (runners[0].mode if runners and runners[0] is not None else "eager") + " step",
         "files": {path.name: path.stat().st_size for path in (result.lora_file, result.kohya_file, result.config_file)},
-        "checkpoints": [path.name for path in result.checkpoints], "validation_images": len(result.validation),
-        "final_loss": history[-1]["loss"] if history else None, **memory,
+        "checkpoints": [path.name for path in result.checkpoints],
+        "validation_images": len(result.validation),
+        "final_loss": history[-1]["loss"] if history else None,
+        **memory,
     }
     config = json.loads(result.config_file.read_text())
     figures["gradient_checkpointing"] = config.get("train_gradient_checkpointing")
@@ -312,8 +391,12 @@ def part_train(check: Check) -> dict:
 
 
 def part_sample(check: Check) -> dict:
-    overrides = {**common_overrides(check), "sample_seeds": [1, 2], "sample_lora_scales": [0.0, 0.5, 1.0],
-                 "sample_show_playground": False}
+    overrides = {
+        **common_overrides(check),
+        "sample_seeds": [1, 2],
+        "sample_lora_scales": [0.0, 0.5, 1.0],
+        "sample_show_playground": False,
+    }
     profile = load_profile_values("sdxl")
     overrides["sample_prompts"] = profile["sample_prompts"][:2]
     if check.dry:
@@ -329,23 +412,39 @@ def part_sample(check: Check) -> dict:
     check.sampler = namespace["sampler"]  # sampler_graphs goes on with it: one pipeline load less
     del namespace
     described = check.sampler.describe().splitlines()[0]
-    return {"images": count, "seconds": round(seconds, 1), "sampler": described,
-            "seconds_per_image_upper_bound": round(seconds / max(count, 1), 2)}
+    return {
+        "images": count,
+        "seconds": round(seconds, 1),
+        "sampler": described,
+        "seconds_per_image_upper_bound": round(seconds / max(count, 1), 2),
+    }
 
 
 def part_prompt_search(check: Check) -> dict:
-    overrides = {**common_overrides(check), "search_rounds": 1, "search_candidates_per_round": 3, "search_seed_count": 2,
-                 "search_heldout_seed_count": 2, "search_finalists": 2, "search_patience": 0, "search_steps": 20,
-                 "search_weights": {"clip_t": 1.0}, "clip_model": "tiny", "search_proposers": ["vocabulary"],
-                 "search_bootstrap_samples": 200}
+    overrides = {
+        **common_overrides(check),
+        "search_rounds": 1,
+        "search_candidates_per_round": 3,
+        "search_seed_count": 2,
+        "search_heldout_seed_count": 2,
+        "search_finalists": 2,
+        "search_patience": 0,
+        "search_steps": 20,
+        "search_weights": {"clip_t": 1.0},
+        "clip_model": "tiny",
+        "search_proposers": ["vocabulary"],
+        "search_bootstrap_samples": 200,
+    }
     if check.dry:
         overrides.update(search_steps=2)
     namespace = run_notebook(check, "05_prompt_search", "sdxl", overrides)
     summary = namespace["summary"]
-    figures = {"pictures_generated": namespace["evaluator"].generated,
-               "candidates_csv_rows": sum(1 for _ in (check.layout.prompt_search / "candidates.csv").open()) - 1,
-               "written": sorted(path.name for path in check.layout.prompt_search.iterdir() if path.is_file()),
-               "note": "tiny CLIP (no network for a real one) and no likeness (dlib not carried): scores meaningless"}
+    figures = {
+        "pictures_generated": namespace["evaluator"].generated,
+        "candidates_csv_rows": sum(1 for _ in (check.layout.prompt_search / "candidates.csv").open()) - 1,
+        "written": sorted(path.name for path in check.layout.prompt_search.iterdir() if path.is_file()),
+        "note": "tiny CLIP (no network for a real one) and no likeness (dlib not carried): scores meaningless",
+    }
     if isinstance(summary, dict):
         figures["best_prompts_keys"] = sorted(summary)[:12]
     del namespace
@@ -353,8 +452,9 @@ def part_prompt_search(check: Check) -> dict:
     return figures
 
 
-def run_notebook(check: Check, stage: str, profile: str, overrides: dict[str, Any],
-                 notebooks: Path = PROJECT / "notebooks") -> dict[str, Any]:
+def run_notebook(
+    check: Check, stage: str, profile: str, overrides: dict[str, Any], notebooks: Path = PROJECT / "notebooks"
+) -> dict[str, Any]:
     """Execute a notebook's code cells in one namespace as papermill would, without papermill or a kernel."""
     notebook = json.loads((notebooks / f"{stage}.ipynb").read_text(encoding="utf-8"))
     cells = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
@@ -428,8 +528,17 @@ def part_sampler_graphs(check: Check) -> dict:
     if sampler.lora is None:  # train did not finish: a random rank-4 LoRA, as bench_sample uses
         sampler.load_lora(bench_sample.make_random_lora(sampler.pipe, check.work / "random-lora"))
     steps = 3 if check.dry else 30
-    options = dict(negative_prompt="blurry, low quality", steps=steps, guidance=5.0, width=check.resolution,
-                   height=check.resolution, scheduler="euler", batch_size=1, progress=False, lora_scale=1.0)
+    options = dict(
+        negative_prompt="blurry, low quality",
+        steps=steps,
+        guidance=5.0,
+        width=check.resolution,
+        height=check.resolution,
+        scheduler="euler",
+        batch_size=1,
+        progress=False,
+        lora_scale=1.0,
+    )
     on_gpu = check.device.type == "cuda"
 
     def timed(call):
@@ -469,21 +578,32 @@ def part_sampler_graphs(check: Check) -> dict:
     floor = np.abs(a - np.asarray(again[0].image, dtype=np.int16))
     side = 512 if check.resolution > 512 else check.resolution
     panel = Image.new("RGB", (side * 3, side))
-    for index, picture in enumerate([eager[0].image, graphed[0].image,
-                                     Image.fromarray(np.clip(difference * 16, 0, 255).astype(np.uint8))]):
+    for index, picture in enumerate(
+        [eager[0].image, graphed[0].image, Image.fromarray(np.clip(difference * 16, 0, 255).astype(np.uint8))]
+    ):
         panel.paste(picture.resize((side, side)), (index * side, 0))
     panel.save(check.out / "sampler_graphs.png")
     mean_difference = float(difference.mean())
     passed = mean_difference <= SAMPLER_MEAN_TOLERANCE and int(difference.max()) <= SAMPLER_MAX_TOLERANCE
     sampler = eager = graphed = again = None  # noqa: F841 - free the GPU memory now
     release(check.device)
-    return {"how": how, "graphs_captured": graphs, "steps": steps, "passed": bool(passed and (graphs > 0 or not on_gpu)),
-            "tolerance": {"mean_abs_255": SAMPLER_MEAN_TOLERANCE, "max_abs_255": SAMPLER_MAX_TOLERANCE},
-            "mean_abs_difference": round(mean_difference, 4), "max_abs_difference": int(difference.max()),
-            "eager_vs_eager_max": int(floor.max()), "eager_s": round(eager_s, 3), "graphed_s": round(graphed_s, 3),
-            "first_graphed_call_s": round(capture_s, 3), "stock_s": round(stock_s, 3),
-            "graphed_speedup_vs_stock": round(stock_s / graphed_s, 2), "eager_speedup_vs_stock": round(stock_s / eager_s, 2),
-            "picture": "sampler_graphs.png: eager | CUDA graphs | difference × 16"}
+    return {
+        "how": how,
+        "graphs_captured": graphs,
+        "steps": steps,
+        "passed": bool(passed and (graphs > 0 or not on_gpu)),
+        "tolerance": {"mean_abs_255": SAMPLER_MEAN_TOLERANCE, "max_abs_255": SAMPLER_MAX_TOLERANCE},
+        "mean_abs_difference": round(mean_difference, 4),
+        "max_abs_difference": int(difference.max()),
+        "eager_vs_eager_max": int(floor.max()),
+        "eager_s": round(eager_s, 3),
+        "graphed_s": round(graphed_s, 3),
+        "first_graphed_call_s": round(capture_s, 3),
+        "stock_s": round(stock_s, 3),
+        "graphed_speedup_vs_stock": round(stock_s / graphed_s, 2),
+        "eager_speedup_vs_stock": round(stock_s / eager_s, 2),
+        "picture": "sampler_graphs.png: eager | CUDA graphs | difference × 16",
+    }
 
 
 # Same picture: at most half a grey level on average and 8 levels anywhere (0-255); eager vs eager is the floor.
@@ -498,8 +618,18 @@ def part_bench_train(check: Check, budget: float) -> dict:
     recipes = "reference,sdxlab-defaults,sdxlab-batch1,sdxlab-batch1-eager,sdxlab-low-memory,sdxl-16gb,sdxl-10gb"
     arguments = ["--steps", "10", "--warmup", "3", "--recipes", recipes]
     if check.dry:
-        arguments = ["--device", "cpu", "--steps", "1", "--warmup", "1", "--images", "2",
-                     "--recipes", "reference,sdxlab-batch1,sdxl-16gb"]
+        arguments = [
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--images",
+            "2",
+            "--recipes",
+            "reference,sdxlab-batch1,sdxl-16gb",
+        ]
     return run_bench(check, "bench_train.py", arguments, budget)
 
 
@@ -514,11 +644,21 @@ def part_bench_sample(check: Check, budget: float) -> dict:
 def run_bench(check: Check, script: str, arguments: list[str], budget: float) -> dict:
     command = [sys.executable, "-u", str(BENCH / script), *arguments, "--results", str(check.out / "results.jsonl")]
     print(f"[gpu_check] {' '.join(command)}", flush=True)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT / "lib"), os.environ.get("PYTHONPATH", "")])}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT / "lib"), os.environ.get("PYTHONPATH", "")]),
+    }
     before = lines_in(check.out / "results.jsonl")
     try:
-        completed = subprocess.run(command, cwd=PROJECT, env=environment, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, timeout=max(budget, 1))
+        completed = subprocess.run(
+            command,
+            cwd=PROJECT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=max(budget, 1),
+        )
         output, code = completed.stdout, completed.returncode
     except subprocess.TimeoutExpired as error:
         output = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
@@ -530,9 +670,13 @@ def run_bench(check: Check, script: str, arguments: list[str], budget: float) ->
     records = [json.loads(line) for line in (check.out / "results.jsonl").read_text().splitlines()[before:]]
     lines = output.splitlines()
     header = next((i for i, line in enumerate(lines) if line.startswith(("recipe ", "variant "))), len(lines))
-    table = lines[max(header - 1, 0):]
+    table = lines[max(header - 1, 0) :]
     table = table[: next((i for i, line in enumerate(table) if line.startswith("Appended")), len(table))]
-    return {"command": " ".join([script, *arguments]), "table": table, "figures": records[-1]["figures"] if records else []}
+    return {
+        "command": " ".join([script, *arguments]),
+        "table": table,
+        "figures": records[-1]["figures"] if records else [],
+    }
 
 
 def lines_in(path: Path) -> int:
@@ -598,8 +742,11 @@ def run_part(check: Check, name: str) -> None:
             record["peak_gib"] = round(torch.cuda.max_memory_allocated(check.device) / GIB, 2)
             record["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(check.device) / GIB, 2)
         release(check.device)
-        print(f"[gpu_check] {name}: {record['status']} in {record['seconds']} s"
-              + (f" ({record.get('error')})" if record.get("error") else ""), flush=True)
+        print(
+            f"[gpu_check] {name}: {record['status']} in {record['seconds']} s"
+            + (f" ({record.get('error')})" if record.get("error") else ""),
+            flush=True,
+        )
     check.parts.append(record)
     with open(check.out / "results.jsonl", "a", encoding="utf-8") as results:
         results.write(json.dumps(record, default=str) + "\n")
@@ -610,28 +757,41 @@ def _over_budget(signum, frame):
 
 
 def write_summary(check: Check, started: float) -> Path:
-    lines = [f"# GPU check, {now()}", "",
-             f"{check.facts.get('device', '?')}; {json.dumps(check.facts.get('versions', {}))}",
-             f"Total {time.monotonic() - started:.0f} s. Random weights with the exact SDXL-base-1.0 architecture: "
-             "speed, memory and agreement between code paths only, never picture quality."
-             + (" DRY RUN: tiny model on the CPU, figures mean nothing." if check.dry else ""), "",
-             "| part | status | seconds | budget | peak GiB | note |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# GPU check, {now()}",
+        "",
+        f"{check.facts.get('device', '?')}; {json.dumps(check.facts.get('versions', {}))}",
+        f"Total {time.monotonic() - started:.0f} s. Random weights with the exact SDXL-base-1.0 architecture: "
+        "speed, memory and agreement between code paths only, never picture quality."
+        + (" DRY RUN: tiny model on the CPU, figures mean nothing." if check.dry else ""),
+        "",
+        "| part | status | seconds | budget | peak GiB | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for part in check.parts:
         figures = part.get("figures") or {}
         note = part.get("error") or part.get("reason") or ""
         if part["part"] == "equivalence" and figures:
-            note = (f"passed={figures['passed']}, {figures['mode']}; worst loss rel {figures['worst_loss_relative']:.2e}, "
-                    f"grad rel {figures['worst_gradient_relative']:.2e} (eager-vs-eager {figures['floor_gradient_relative']:.2e}); "
-                    f"ms/step eager {figures['ms_per_step']['eager']:.0f}, captured {figures['ms_per_step']['captured']:.0f}")
+            note = (
+                f"passed={figures['passed']}, {figures['mode']}; worst loss rel {figures['worst_loss_relative']:.2e}, "
+                f"grad rel {figures['worst_gradient_relative']:.2e} (eager-vs-eager {figures['floor_gradient_relative']:.2e}); "
+                f"ms/step eager {figures['ms_per_step']['eager']:.0f}, captured {figures['ms_per_step']['captured']:.0f}"
+            )
         elif part["part"] == "train" and figures:
             rate = f"{figures['samples_per_s']:.2f}" if figures.get("samples_per_s") else "—"
-            note = (f"batch {figures['batch_size']}, {figures['step_runner']}, {rate} samples/s, wall {figures['wall_s']} s, "
-                    f"standard job ≤ {figures.get('standard_job_estimate_s', '—')} s (estimate)")
+            note = (
+                f"batch {figures['batch_size']}, {figures['step_runner']}, {rate} samples/s, wall {figures['wall_s']} s, "
+                f"standard job ≤ {figures.get('standard_job_estimate_s', '—')} s (estimate)"
+            )
         elif part["part"] == "sampler_graphs" and figures:
-            note = (f"passed={figures['passed']}; mean |Δ| {figures['mean_abs_difference']}, max {figures['max_abs_difference']}; "
-                    f"graphs {figures['graphed_s']} s vs stock {figures['stock_s']} s ({figures['graphed_speedup_vs_stock']}×)")
-        lines.append(f"| {part['part']} | {part['status']} | {part.get('seconds', '—')} | {part.get('budget_s', '—')} | "
-                     f"{part.get('peak_gib', '—')} | {note} |")
+            note = (
+                f"passed={figures['passed']}; mean |Δ| {figures['mean_abs_difference']}, max {figures['max_abs_difference']}; "
+                f"graphs {figures['graphed_s']} s vs stock {figures['stock_s']} s ({figures['graphed_speedup_vs_stock']}×)"
+            )
+        lines.append(
+            f"| {part['part']} | {part['status']} | {part.get('seconds', '—')} | {part.get('budget_s', '—')} | "
+            f"{part.get('peak_gib', '—')} | {note} |"
+        )
     for part in check.parts:
         table = (part.get("figures") or {}).get("table")
         if table:
@@ -677,8 +837,11 @@ def hide_packages(names) -> None:
 def profile_train_fields(profile: str) -> dict:
     values = load_profile_values(profile)
     fields = {key.removeprefix("train_"): value for key, value in values.items() if key.startswith("train_")}
-    return {key: value for key, value in fields.items()
-            if key not in ("steps", "checkpoint_every", "validation_seeds", "validation_steps", "gpu_price_per_hour")}
+    return {
+        key: value
+        for key, value in fields.items()
+        if key not in ("steps", "checkpoint_every", "validation_seeds", "validation_steps", "gpu_price_per_hour")
+    }
 
 
 def load_profile_values(profile: str) -> dict:
@@ -740,14 +903,23 @@ def first_line(error: BaseException) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU (automatic without CUDA)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: $OUT, else outputs/gpu-check-<time>)")
-    parser.add_argument("--work", type=Path, default=None, help="working folder: model, run folder (default: a temporary one)")
-    parser.add_argument("--dataset", type=Path, default=BENCH / "gpu_data" / "dataset",
-                        help="a captured dataset at 1024 px (bench/gpu_prepare.sh); synthetic pictures when missing")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: $OUT, else outputs/gpu-check-<time>)"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="working folder: model, run folder (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=BENCH / "gpu_data" / "dataset",
+        help="a captured dataset at 1024 px (bench/gpu_prepare.sh); synthetic pictures when missing",
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, in this order: {', '.join(PARTS)}")
     parser.add_argument("--budget", type=float, default=550, help="seconds for the whole check (default 550)")
-    parser.add_argument("--show-hidden", action="store_true",
-                        help="dry run: do not hide the packages the GPU image lacks")
+    parser.add_argument(
+        "--show-hidden", action="store_true", help="dry run: do not hide the packages the GPU image lacks"
+    )
     args = parser.parse_args(argv)
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = [part for part in args.parts if part not in PARTS]
@@ -764,18 +936,26 @@ def main(argv: list[str] | None = None) -> int:
     dry = args.dry_run or not torch.cuda.is_available()
     if dry and not args.show_hidden:
         hide_packages(MISSING_ON_GPU_IMAGE)
-    out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else
-                       PROJECT / "outputs" / f"gpu-check-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out = args.out or (
+        Path(os.environ["OUT"])
+        if os.environ.get("OUT")
+        else PROJECT / "outputs" / f"gpu-check-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    )
     out.mkdir(parents=True, exist_ok=True)
-    work_context = contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="sdxlab-gpu-check-")
+    work_context = (
+        contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="sdxlab-gpu-check-")
+    )
     with work_context as work, open(out / "gpu_check.log", "a", encoding="utf-8") as log:
         sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
         try:
             work = Path(work)
             check = Check(out=out, work=work, dry=dry, deadline=time.monotonic() + args.budget)
             check.dataset_dir = dataset_for(check, args.dataset)
-            print(f"[gpu_check] {'DRY RUN (tiny model, CPU)' if dry else 'GPU run'}; output {out}; work {work}; "
-                  f"budget {args.budget:.0f} s; parts {', '.join(args.parts)}", flush=True)
+            print(
+                f"[gpu_check] {'DRY RUN (tiny model, CPU)' if dry else 'GPU run'}; output {out}; work {work}; "
+                f"budget {args.budget:.0f} s; parts {', '.join(args.parts)}",
+                flush=True,
+            )
             for name in PARTS:
                 if name in args.parts:
                     run_part(check, name)
@@ -799,8 +979,10 @@ def dataset_for(check: Check, carried: Path) -> Path:
 
     resolution = 128 if check.dry else 1024
     if not check.dry:
-        print(f"[gpu_check] note: no captured dataset in {carried} (run bench/gpu_prepare.sh): synthetic pictures",
-              flush=True)
+        print(
+            f"[gpu_check] note: no captured dataset in {carried} (run bench/gpu_prepare.sh): synthetic pictures",
+            flush=True,
+        )
     return make_dataset(check.work / f"synthetic-{resolution}", resolution, 16 if not check.dry else 4)
 
 

@@ -45,7 +45,9 @@ def person_alpha(size: int = 512, feather: int = 22) -> Image.Image:
     return mask.filter(ImageFilter.GaussianBlur(feather))
 
 
-def on_background(background: Image.Image, canvas: tuple[int, int], person_height: int, anchor: tuple[float, float]) -> Image.Image:
+def on_background(
+    background: Image.Image, canvas: tuple[int, int], person_height: int, anchor: tuple[float, float]
+) -> Image.Image:
     """Her head and shoulders over a background filling `canvas`, her portrait scaled to `person_height`.
 
     `anchor` is where the portrait's top-left corner goes, as fractions of the free space.
@@ -100,7 +102,9 @@ def save_jpeg(image: Image.Image, path: Path, orientation: int | None = None) ->
     if orientation:
         # EXIF orientation 6: the viewer turns the stored pixels 90 degrees clockwise, so store them turned
         # counter-clockwise (and similarly for 8 and 3).
-        stored = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270, 3: Image.Transpose.ROTATE_180}[orientation]
+        stored = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270, 3: Image.Transpose.ROTATE_180}[
+            orientation
+        ]
         image = image.transpose(stored)
         exif[0x0112] = orientation
     exif[0x010F] = "sdxlab sample"  # Make
@@ -131,9 +135,18 @@ def cutout_png() -> Image.Image:
 
 PHOTOS: dict[str, tuple[Callable[[], Image.Image], Callable[[Image.Image, Path], None]]] = {
     "01_portrait.jpg": (lambda: scaled(crop((40, 0, 440, 512)), 1200), save_jpeg),
-    "02_mirror_close.jpg": (lambda: scaled(crop((110, 10, 350, 330)).transpose(Image.Transpose.FLIP_LEFT_RIGHT), 1100), save_jpeg),
-    "03_tilt_left_hubble.jpg": (lambda: scaled(tilted(crop((30, 0, 450, 512)), 8, gray_background("hubble_deep_field")), 1100), save_jpeg),
-    "04_tilt_right_coffee.jpg": (lambda: scaled(tilted(crop((70, 0, 470, 480)), -7, gray_background("coffee")), 1000), save_jpeg),
+    "02_mirror_close.jpg": (
+        lambda: scaled(crop((110, 10, 350, 330)).transpose(Image.Transpose.FLIP_LEFT_RIGHT), 1100),
+        save_jpeg,
+    ),
+    "03_tilt_left_hubble.jpg": (
+        lambda: scaled(tilted(crop((30, 0, 450, 512)), 8, gray_background("hubble_deep_field")), 1100),
+        save_jpeg,
+    ),
+    "04_tilt_right_coffee.jpg": (
+        lambda: scaled(tilted(crop((70, 0, 470, 480)), -7, gray_background("coffee")), 1000),
+        save_jpeg,
+    ),
     "05_rocket_launch.jpg": (
         lambda: white_balance(on_background(gray_background("rocket"), (960, 1280), 760, (0.15, 1.0)), 1.08, 1.0, 0.9),
         save_jpeg,
@@ -142,7 +155,10 @@ PHOTOS: dict[str, tuple[Callable[[], Image.Image], Callable[[Image.Image, Path],
         lambda: gamma(on_background(gray_background("hubble_deep_field"), (1280, 960), 720, (0.8, 1.0)), 1.25),
         save_jpeg,
     ),
-    "07_cool_daylight.jpg": (lambda: white_balance(scaled(crop((140, 20, 320, 250)), 900), 0.88, 0.98, 1.15), save_jpeg),
+    "07_cool_daylight.jpg": (
+        lambda: white_balance(scaled(crop((140, 20, 320, 250)), 900), 0.88, 0.98, 1.15),
+        save_jpeg,
+    ),
     "08_evening_warm.jpg": (
         lambda: sensor_noise(white_balance(gamma(scaled(crop((0, 0, 380, 512)), 1024), 1.35), 1.12, 1.0, 0.82), 4.0),
         save_jpeg,
@@ -153,7 +169,10 @@ PHOTOS: dict[str, tuple[Callable[[], Image.Image], Callable[[Image.Image, Path],
         lambda image, path: save_jpeg(image, path, orientation=6),
     ),
     "11_phone_sideways_exif8.jpg": (
-        lambda: scaled(tilted(crop((100, 0, 500, 533)).transpose(Image.Transpose.FLIP_LEFT_RIGHT), 4, gray_background("chelsea")), 1200),
+        lambda: scaled(
+            tilted(crop((100, 0, 500, 533)).transpose(Image.Transpose.FLIP_LEFT_RIGHT), 4, gray_background("chelsea")),
+            1200,
+        ),
         lambda image, path: save_jpeg(image, path, orientation=8),
     ),
     "12_upside_down_exif3.jpg": (
@@ -166,11 +185,15 @@ PHOTOS: dict[str, tuple[Callable[[], Image.Image], Callable[[Image.Image, Path],
         save_webp,
     ),
     "15_iphone.heic": (
-        lambda: ImageEnhance.Contrast(on_background(gray_background("grass"), (960, 1280), 820, (0.3, 1.0))).enhance(1.15),
+        lambda: ImageEnhance.Contrast(on_background(gray_background("grass"), (960, 1280), 820, (0.3, 1.0))).enhance(
+            1.15
+        ),
         save_heic,
     ),
     "16_high_contrast.jpg": (
-        lambda: ImageEnhance.Contrast(scaled(tilted(crop((0, 60, 450, 512)), -3, gray_background("gravel")), 1000)).enhance(1.3),
+        lambda: ImageEnhance.Contrast(
+            scaled(tilted(crop((0, 60, 450, 512)), -3, gray_background("gravel")), 1000)
+        ).enhance(1.3),
         save_jpeg,
     ),
 }
@@ -189,8 +212,10 @@ def check(folder: Path) -> None:
         assert len(found) == 1, f"{path.name}: {len(found)} confident faces"
         embeddings[path.name] = faces.face_embedding(image, found[0])
         hashes[path.name] = capture.perceptual_hash(image)
-        print(f"{path.name:32s} {image.size[0]:5d}x{image.size[1]:<5d} face {found[0].width:4d} px  "
-              f"score {found[0].score:.2f}  {path.stat().st_size / 1024:6.0f} KB")
+        print(
+            f"{path.name:32s} {image.size[0]:5d}x{image.size[1]:<5d} face {found[0].width:4d} px  "
+            f"score {found[0].score:.2f}  {path.stat().st_size / 1024:6.0f} KB"
+        )
     centre = np.median(np.stack(list(embeddings.values())), axis=0)
     for name, embedding in embeddings.items():
         assert faces.identity_distance(embedding, centre) < faces.SAME_PERSON_DISTANCE, name

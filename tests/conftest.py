@@ -79,12 +79,25 @@ def group_photo(request):
     folder.mkdir(parents=True, exist_ok=True)
     wheels = sorted(folder.glob("insightface-*.whl"))
     if not wheels:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", INSIGHTFACE_WHEEL,
-                   "-d", str(folder), "--quiet", "--disable-pip-version-check"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            INSIGHTFACE_WHEEL,
+            "-d",
+            str(folder),
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=120)
         except (subprocess.SubprocessError, OSError) as error:
-            pytest.skip(f"could not download {INSIGHTFACE_WHEEL} from PyPI for its group photo ({error}); needs network")
+            pytest.skip(
+                f"could not download {INSIGHTFACE_WHEEL} from PyPI for its group photo ({error}); needs network"
+            )
         wheels = sorted(folder.glob("insightface-*.whl"))
     with zipfile.ZipFile(wheels[-1]) as wheel:
         image = Image.open(io.BytesIO(wheel.read("insightface/data/images/t1.jpg")))
@@ -95,8 +108,9 @@ def group_photo(request):
 # --- train (02_train): a small dataset folder in the capture stage's format, built without capture ---------
 
 
-def write_train_dataset(folder: Path, count: int = 6, resolution: int = 64, seed: int = 0,
-                        caption: str = "a photo of sks person") -> Path:
+def write_train_dataset(
+    folder: Path, count: int = 6, resolution: int = 64, seed: int = 0, caption: str = "a photo of sks person"
+) -> Path:
     """`folder/images`, `folder/masks` and `metadata.jsonl` as docs/ARCHITECTURE.md describes them.
 
     Each image is a differently coloured 'face' (an ellipse) on a gradient background; each mask is 255 on
@@ -115,7 +129,9 @@ def write_train_dataset(folder: Path, count: int = 6, resolution: int = 64, seed
         ramp = np.linspace(0, 1, resolution)[None, :, None]
         background = (rng.uniform(0, 255, 3) * ramp + rng.uniform(0, 255, 3) * (1 - ramp)).repeat(resolution, axis=0)
         image = Image.fromarray(background.astype(np.uint8), "RGB")
-        box = [int(resolution * v) for v in (0.25 + rng.uniform(-0.05, 0.05), 0.2, 0.75 + rng.uniform(-0.05, 0.05), 0.85)]
+        box = [
+            int(resolution * v) for v in (0.25 + rng.uniform(-0.05, 0.05), 0.2, 0.75 + rng.uniform(-0.05, 0.05), 0.85)
+        ]
         ImageDraw.Draw(image).ellipse(box, fill=tuple(int(v) for v in rng.uniform(60, 230, 3)))
         mask = Image.new("L", (resolution, resolution), 77)
         ImageDraw.Draw(mask).ellipse(box, fill=255)
@@ -125,9 +141,18 @@ def write_train_dataset(folder: Path, count: int = 6, resolution: int = 64, seed
         height, width = int(rng.integers(600, 1200)), int(rng.integers(500, 1000))
         side = int(rng.integers(200, min(height, width)))
         left, top = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
-        rows.append({"file_name": f"images/{name}", "text": caption, "mask_file": f"masks/{name}",
-                     "source": f"synthetic/{name}", "face_box": box, "crop_box": [left, top, left + side, top + side],
-                     "original_size": [height, width], "upscaled": side < resolution})
+        rows.append(
+            {
+                "file_name": f"images/{name}",
+                "text": caption,
+                "mask_file": f"masks/{name}",
+                "source": f"synthetic/{name}",
+                "face_box": box,
+                "crop_box": [left, top, left + side, top + side],
+                "original_size": [height, width],
+                "upscaled": side < resolution,
+            }
+        )
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return folder
 

@@ -30,8 +30,14 @@ DEFAULT_ANSWER = (
 
 
 class FakeOpenAIServer:
-    def __init__(self, script: Iterable[str] = (), answer: str = DEFAULT_ANSWER, delay_s: float = 2.0,
-                 redirect_to: str = "", drip_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        script: Iterable[str] = (),
+        answer: str = DEFAULT_ANSWER,
+        delay_s: float = 2.0,
+        redirect_to: str = "",
+        drip_s: float = 2.0,
+    ) -> None:
         self.script = list(script)
         self.answer = answer
         self.delay_s = delay_s  # how long a "timeout" answer stalls
@@ -68,7 +74,9 @@ class FakeOpenAIServer:
                 pass
 
             def do_GET(self) -> None:  # where a redirected POST arrives (urllib turns 302 into GET)
-                server.requests.append({"method": "GET", "path": self.path, "headers": dict(self.headers), "body": None})
+                server.requests.append(
+                    {"method": "GET", "path": self.path, "headers": dict(self.headers), "body": None}
+                )
                 self._send(200, _completion(server.answer))
 
             def do_POST(self) -> None:
@@ -78,8 +86,9 @@ class FakeOpenAIServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
-                server.requests.append({"method": "POST", "path": self.path, "headers": dict(self.headers),
-                                        "body": body})
+                server.requests.append(
+                    {"method": "POST", "path": self.path, "headers": dict(self.headers), "body": body}
+                )
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 behaviour = server.next_behaviour()
@@ -106,8 +115,10 @@ class FakeOpenAIServer:
                     return self._send_raw(200, data, length=behaviour == "huge")
                 if behaviour == "echo":
                     key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
-                    echoed = (f"sks person as an astronaut on Mars, golden hour lighting, oil painting, serene, {key}\n"
-                              f"sks person on Mars, oil painting, key {key[:16]}\n{server.answer}")
+                    echoed = (
+                        f"sks person as an astronaut on Mars, golden hour lighting, oil painting, serene, {key}\n"
+                        f"sks person on Mars, oil painting, key {key[:16]}\n{server.answer}"
+                    )
                     return self._send(200, _completion(echoed))
                 if behaviour == "malformed":
                     return self._send_raw(200, b'{"choices": [{"message": {"content": "sks person on Ma')
@@ -146,6 +157,11 @@ class FakeOpenAIServer:
 
 
 def _completion(content: str, model: str = "fake") -> dict:
-    return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }

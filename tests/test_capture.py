@@ -71,14 +71,22 @@ def build_inputs(folder: Path) -> tuple[set[str], dict[str, str]]:
     """Fill `folder`; returns (names that must be kept, {name: the check that must reject it})."""
     folder.mkdir(parents=True, exist_ok=True)
     good = set()
-    for name in ("01_portrait.jpg", "02_mirror_close.jpg", "05_rocket_launch.jpg", "06_night_sky.jpg",
-                 "08_evening_warm.jpg", "10_phone_portrait_exif6.jpg", "13_cutout.png", "14_brick_wall.webp"):
+    for name in (
+        "01_portrait.jpg",
+        "02_mirror_close.jpg",
+        "05_rocket_launch.jpg",
+        "06_night_sky.jpg",
+        "08_evening_warm.jpg",
+        "10_phone_portrait_exif6.jpg",
+        "13_cutout.png",
+        "14_brick_wall.webp",
+    ):
         shutil.copy(SAMPLE / name, folder / name)
         good.add(name)
     nested = folder / "phone" / "DCIM"
     nested.mkdir(parents=True)
     # Formats: each from a different sample photo, so none is a near-duplicate of another good one.
-    sixteen_bit = (np.asarray(upright("03_tilt_left_hubble.jpg").convert("L"), dtype=np.uint16) * 257)
+    sixteen_bit = np.asarray(upright("03_tilt_left_hubble.jpg").convert("L"), dtype=np.uint16) * 257
     Image.fromarray(sixteen_bit).save(nested / "gray16.png")
     upright("04_tilt_right_coffee.jpg").convert("CMYK").save(nested / "cmyk.jpg", "JPEG", quality=90)
     import pillow_heif
@@ -89,8 +97,15 @@ def build_inputs(folder: Path) -> tuple[set[str], dict[str, str]]:
         archive.write(SAMPLE / "16_high_contrast.jpg", "holiday/16_high_contrast.jpg")
         archive.write(SAMPLE / "09_black_and_white.jpg", "09_black_and_white.jpg")
     fifty_megapixel_jpeg(folder / "huge_50mp.jpg")
-    good |= {"phone/DCIM/gray16.png", "phone/DCIM/cmyk.jpg", "phone/DCIM/IMG_0001.HEIC", "phone/DCIM/IMG_0002.JPG",
-             "more.zip/holiday/16_high_contrast.jpg", "more.zip/09_black_and_white.jpg", "huge_50mp.jpg"}
+    good |= {
+        "phone/DCIM/gray16.png",
+        "phone/DCIM/cmyk.jpg",
+        "phone/DCIM/IMG_0001.HEIC",
+        "phone/DCIM/IMG_0002.JPG",
+        "more.zip/holiday/16_high_contrast.jpg",
+        "more.zip/09_black_and_white.jpg",
+        "huge_50mp.jpg",
+    }
 
     bad = {}
     (folder / "empty.jpg").write_bytes(b"")
@@ -180,7 +195,14 @@ def test_report_has_one_row_per_file_with_measurements(mixed_capture):
 def test_formats_come_out_upright_and_in_colour(mixed_capture):
     rows = {Path(row["source"]).name: row for row in capture.read_metadata(mixed_capture["dataset"])}
     dataset = mixed_capture["dataset"]
-    for name in ("IMG_0002.JPG", "10_phone_portrait_exif6.jpg", "IMG_0001.HEIC", "cmyk.jpg", "gray16.png", "huge_50mp.jpg"):
+    for name in (
+        "IMG_0002.JPG",
+        "10_phone_portrait_exif6.jpg",
+        "IMG_0001.HEIC",
+        "cmyk.jpg",
+        "gray16.png",
+        "huge_50mp.jpg",
+    ):
         row = rows[name]
         image = Image.open(dataset / row["file_name"])
         assert image.mode == "RGB" and image.size == (RESOLUTION, RESOLUTION)
@@ -213,8 +235,9 @@ def test_zip_members_named_outside_the_archive_get_a_report_row_saying_why(tmp_p
         handle.writestr(zipfile.ZipInfo("holiday/../../twice.jpg"), photo)
     result = capture.analyse_photos(archive, resolution=128, progress=False)
     report = result.report().set_index("file")
-    assert sorted(report.index) == sorted(["photos.zip//etc/absolute.jpg", "photos.zip/../escape.jpg",
-                                           "photos.zip/holiday/../../twice.jpg"])
+    assert sorted(report.index) == sorted(
+        ["photos.zip//etc/absolute.jpg", "photos.zip/../escape.jpg", "photos.zip/holiday/../../twice.jpg"]
+    )
     assert set(report["check"]) == {"unsafe_name"} and set(report["status"]) == {"rejected"}
     assert "skipped without being read" in report.loc["photos.zip/../escape.jpg", "reason"]
     assert "'..'" in report.loc["photos.zip/../escape.jpg", "reason"]
@@ -300,8 +323,14 @@ def test_captions_default_hook_and_override(tmp_path):
         return "smiling, rocket in the background" if "rocket" in source else None
 
     result = capture.analyse_photos(
-        inputs, resolution=128, subject_token="ohwx", class_word="woman", caption_hook=describe,
-        captions_override={"02_mirror_close.jpg": "a close-up photo of ohwx woman"}, loose_crop=True, min_photos=3,
+        inputs,
+        resolution=128,
+        subject_token="ohwx",
+        class_word="woman",
+        caption_hook=describe,
+        captions_override={"02_mirror_close.jpg": "a close-up photo of ohwx woman"},
+        loose_crop=True,
+        min_photos=3,
         progress=False,
     )
     captions = {(entry.photo.name, entry.variant): entry.caption for entry in result.entries}
@@ -334,7 +363,13 @@ def test_rerun_replaces_the_dataset_without_leftovers(tmp_path):
 def test_a_different_person_is_rejected(tmp_path, group_photo):
     inputs = tmp_path / "photos"
     inputs.mkdir()
-    for name in ("01_portrait.jpg", "02_mirror_close.jpg", "05_rocket_launch.jpg", "07_cool_daylight.jpg", "14_brick_wall.webp"):
+    for name in (
+        "01_portrait.jpg",
+        "02_mirror_close.jpg",
+        "05_rocket_launch.jpg",
+        "07_cool_daylight.jpg",
+        "14_brick_wall.webp",
+    ):
         shutil.copy(SAMPLE / name, inputs / name)
     stranger = faces.detect_faces(group_photo)[0]
     left, top, right, bottom = stranger.box
@@ -344,7 +379,9 @@ def test_a_different_person_is_rejected(tmp_path, group_photo):
     verdicts = {photo.name: photo for photo in result.photos}
     assert [photo.name for photo in result.rejected] == ["friend.jpg"]
     assert verdicts["friend.jpg"].rejections[0].check == "different_person"
-    assert verdicts["friend.jpg"].identity_distance > max(verdicts[name].identity_distance for name in verdicts if name != "friend.jpg")
+    assert verdicts["friend.jpg"].identity_distance > max(
+        verdicts[name].identity_distance for name in verdicts if name != "friend.jpg"
+    )
 
 
 def test_upload_saves_into_the_folder_without_replacing_files(tmp_path):
@@ -361,5 +398,9 @@ def test_metadata_rows_follow_the_contract(mixed_capture):
     rows = [json.loads(line) for line in (mixed_capture["dataset"] / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == len(mixed_capture["good"])
     for row in rows:
-        assert {"file_name", "text", "mask_file", "source", "face_box", "crop_box", "original_size", "upscaled"} <= set(row)
-        assert (mixed_capture["dataset"] / row["file_name"]).is_file() and (mixed_capture["dataset"] / row["mask_file"]).is_file()
+        assert {"file_name", "text", "mask_file", "source", "face_box", "crop_box", "original_size", "upscaled"} <= set(
+            row
+        )
+        assert (mixed_capture["dataset"] / row["file_name"]).is_file() and (
+            mixed_capture["dataset"] / row["mask_file"]
+        ).is_file()

@@ -34,7 +34,9 @@ def test_every_sample_photo_is_kept_and_reported(dataset, metadata, sample_photo
     assert sorted(report["file"]) == sample_files
     assert (report["status"] == "kept").all(), report.loc[report["status"] != "kept", ["file", "reason"]]
     assert len(metadata) == len(sample_files)
-    assert sorted(path.name for path in (dataset / "images").iterdir()) == [f"{n:04d}.png" for n in range(1, len(metadata) + 1)]
+    assert sorted(path.name for path in (dataset / "images").iterdir()) == [
+        f"{n:04d}.png" for n in range(1, len(metadata) + 1)
+    ]
     assert {row["source"].rsplit("/", 1)[-1] for row in metadata} == set(sample_files)
 
 

@@ -25,14 +25,36 @@ TRAINING_SIDE = 400  # the sample photos are ~1000 px; faces stay ~100 px at thi
 
 def write_samples(folder: Path, rows: list[dict]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    columns = ["file", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "scheduler",
-               "lora_scale", "lora_file", "checkpoint"]
+    columns = [
+        "file",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "guidance",
+        "width",
+        "height",
+        "scheduler",
+        "lora_scale",
+        "lora_file",
+        "checkpoint",
+    ]
     with open(folder / "samples.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({"negative_prompt": "", "steps": 4, "guidance": 5.0, "width": 128, "height": 128,
-                             "scheduler": "euler", "lora_file": "sks.safetensors", **row})
+            writer.writerow(
+                {
+                    "negative_prompt": "",
+                    "steps": 4,
+                    "guidance": 5.0,
+                    "width": 128,
+                    "height": 128,
+                    "scheduler": "euler",
+                    "lora_file": "sks.safetensors",
+                    **row,
+                }
+            )
 
 
 def noise(seed: int, size: int = 128) -> Image.Image:
@@ -41,7 +63,11 @@ def noise(seed: int, size: int = 128) -> Image.Image:
 
 def astronaut_crop(left: int, size: int = 160) -> Image.Image:
     """A portrait of the sample photos' person (the photos derive from this NASA portrait) not in the training set."""
-    return Image.fromarray(data.astronaut()).crop((left, 0, left + 260, 260)).resize((size, size), Image.Resampling.LANCZOS)
+    return (
+        Image.fromarray(data.astronaut())
+        .crop((left, 0, left + 260, 260))
+        .resize((size, size), Image.Resampling.LANCZOS)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +129,13 @@ def test_calibration_puts_the_person_near_the_ceiling_and_strangers_near_the_flo
     assert held_out.face.face_found and held_out.identity_match
     assert held_out.position > 0.7
     group = Image.open(strangers_dir / "t1.jpg")
-    crops = [group.crop((f.box[0] - f.width // 2, f.box[1] - f.height // 2, f.box[2] + f.width // 2, f.box[3] + f.height // 2))
-             for f in faces.detect_faces(group) if f.score >= faces.MIN_FACE_SCORE]
+    crops = [
+        group.crop(
+            (f.box[0] - f.width // 2, f.box[1] - f.height // 2, f.box[2] + f.width // 2, f.box[3] + f.height // 2)
+        )
+        for f in faces.detect_faces(group)
+        if f.score >= faces.MIN_FACE_SCORE
+    ]
     stranger_readings = scorer.measure(crops)
     positions = [reading.position for reading in stranger_readings if reading.similarity is not None]
     assert len(positions) >= 5
@@ -132,8 +163,14 @@ def write_two_crops_per_photo(training_dir: Path, folder: Path) -> Path:
         for variant in ("main", "loose"):
             name = f"images/{len(rows) + 1:04d}.png"
             Image.open(path).save(folder / name)
-            rows.append({"file_name": name, "text": "a photo of sks person", "source": f"/photos/{index}.jpg",
-                         "variant": variant})
+            rows.append(
+                {
+                    "file_name": name,
+                    "text": "a photo of sks person",
+                    "source": f"/photos/{index}.jpg",
+                    "variant": variant,
+                }
+            )
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return folder
 
@@ -142,15 +179,16 @@ def test_crops_of_one_photo_count_as_one_photo_in_the_ceiling(scorer, training_d
     """With capture_loose_crop=True both crops of a photo are in the reference; the leave-one-out ceiling must not
     use one crop as "another photo" of the other (that is the same face, and it lifts the ceiling)."""
     single = scorer
-    doubled = evaluate.LikenessScorer.from_dataset(write_two_crops_per_photo(training_dir, tmp_path / "dataset"),
-                                                   other_people_dir=strangers_dir)
+    doubled = evaluate.LikenessScorer.from_dataset(
+        write_two_crops_per_photo(training_dir, tmp_path / "dataset"), other_people_dir=strangers_dir
+    )
     assert len(doubled.reference) == 2 * len(single.reference) and doubled.reference.photos == len(single.reference)
     # The same ceiling as leaving one whole photo out, one value per source photo.
     for band in ("ceiling", "ceiling_nearest"):
         assert getattr(doubled.calibration, band).values == pytest.approx(getattr(single.calibration, band).values)
     assert max(doubled.calibration.ceiling_nearest.values) < 1 - 1e-6  # never a crop against its own twin (1.0)
     assert doubled.reference.centroid == pytest.approx(single.reference.centroid)
-    reading, = doubled.measure([astronaut_crop(110)])
+    (reading,) = doubled.measure([astronaut_crop(110)])
     assert 0.5 < reading.position == pytest.approx(single.measure([astronaut_crop(110)])[0].position, abs=1e-9)
 
 
@@ -229,8 +267,16 @@ def evaluated(training_dir, request, tmp_path_factory):
     rows.append({"file": "deleted.png", "prompt": moon, "seed": 10, "lora_scale": 1.0, "checkpoint": ""})
     write_samples(folder, rows)
     metrics = folder.parent / "metrics"
-    result = evaluate.evaluate_folder(folder, metrics, dataset_dir=training_dir, clip_model="tiny", likeness=scorer,
-                                      random_images=True, progress=False, run="test-run")
+    result = evaluate.evaluate_folder(
+        folder,
+        metrics,
+        dataset_dir=training_dir,
+        clip_model="tiny",
+        likeness=scorer,
+        random_images=True,
+        progress=False,
+        run="test-run",
+    )
     return result, metrics
 
 
@@ -257,8 +303,12 @@ def test_summary_keys_are_stable_documented_and_strict_json(evaluated):
     calibration = summary["calibration"]
     assert calibration["strangers"] == calibration["floor"]["count"]  # 6 with the group photo, 0 offline
     assert calibration["training_photos"] == calibration["ceiling"]["count"] == calibration["training_faces"]
-    groups = [summary["overall"], *summary["per_prompt"].values(), *summary["per_lora_scale"].values(),
-              *summary["per_checkpoint"].values()]
+    groups = [
+        summary["overall"],
+        *summary["per_prompt"].values(),
+        *summary["per_lora_scale"].values(),
+        *summary["per_checkpoint"].values(),
+    ]
     for stats in groups:
         assert set(evaluate.GROUP_KEYS) <= set(stats)
     assert set(summary["per_prompt"]) == {"a photo of sks person on the moon", "sks person painted by Vermeer"}
@@ -269,8 +319,12 @@ def test_summary_keys_are_stable_documented_and_strict_json(evaluated):
         assert key in evaluate.__doc__, f"summary key {key} is not documented"
     for name in summary["files"]:
         assert (metrics / name).is_file()
-    assert {"likeness_calibration.png", "likeness_vs_alignment.png", "likeness_per_checkpoint.png",
-            "gallery.png"} <= set(summary["files"])
+    assert {
+        "likeness_calibration.png",
+        "likeness_vs_alignment.png",
+        "likeness_per_checkpoint.png",
+        "gallery.png",
+    } <= set(summary["files"])
 
 
 def test_headline_figures_are_the_summary_s(evaluated):
@@ -279,7 +333,10 @@ def test_headline_figures_are_the_summary_s(evaluated):
     overall, calibration = result.summary["overall"], result.summary["calibration"]
     assert figures["images"] == 6 and figures["faces_found"] == overall["faces_found"] == 4
     assert figures["copies"] == overall["copies"] >= 1 and figures["clip_t_mean"] == overall["clip_t_mean"]
-    assert figures["strangers"] == calibration["strangers"] and figures["training_photos"] == calibration["training_photos"]
+    assert (
+        figures["strangers"] == calibration["strangers"]
+        and figures["training_photos"] == calibration["training_photos"]
+    )
     assert (figures["meaningful_images"], figures["meaningful_clip"]) == (False, False)
     json.dumps(figures, allow_nan=False)  # plain values for the notebook's recorded cell
     empty = evaluate.headline_figures(evaluate.Evaluation(result.per_image.iloc[0:0], {}))
@@ -365,12 +422,18 @@ def test_empty_and_missing_samples_folders_say_so_and_write_nothing(tmp_path):
 
 def test_missing_training_set_skips_likeness_and_keeps_the_rest(tmp_path):
     samples = tmp_path / "samples"
-    write_samples(samples, [{"file": "x.png", "prompt": "sks person", "seed": 0, "lora_scale": 1, "checkpoint": ""},
-                            {"file": "y.png", "prompt": "sks person", "seed": 1, "lora_scale": 1, "checkpoint": ""}])
+    write_samples(
+        samples,
+        [
+            {"file": "x.png", "prompt": "sks person", "seed": 0, "lora_scale": 1, "checkpoint": ""},
+            {"file": "y.png", "prompt": "sks person", "seed": 1, "lora_scale": 1, "checkpoint": ""},
+        ],
+    )
     astronaut_crop(100).save(samples / "x.png")
     noise(2).save(samples / "y.png")
-    result = evaluate.evaluate_folder(samples, tmp_path / "metrics", dataset_dir=tmp_path / "no-dataset",
-                                      clip_model="tiny", progress=False)
+    result = evaluate.evaluate_folder(
+        samples, tmp_path / "metrics", dataset_dir=tmp_path / "no-dataset", clip_model="tiny", progress=False
+    )
     assert any("likeness is skipped" in note for note in result.notes)
     assert result.per_image["likeness"].isna().all() and result.per_image["face_found"].tolist() == [True, False]
     assert result.per_image["clip_t"].notna().all()
@@ -388,8 +451,10 @@ def test_a_run_folder_instead_of_its_samples_folder_is_understood(tmp_path):
     dataset = tmp_path / "run" / "dataset"
     (dataset / "images").mkdir(parents=True)
     noise(4).save(dataset / "images" / "0001.png")
-    (dataset / "metadata.jsonl").write_text('{"file_name": "images/0001.png", "text": "a photo of sks person"}\n'
-                                            '{"file_name": "images/0002.png", "text": "a photo of sks person"}\n')
+    (dataset / "metadata.jsonl").write_text(
+        '{"file_name": "images/0001.png", "text": "a photo of sks person"}\n'
+        '{"file_name": "images/0002.png", "text": "a photo of sks person"}\n'
+    )
     photos, notes = inputs.training_photos(tmp_path / "run")
     assert photos == [dataset / "images" / "0001.png"]
     assert "run folder" in notes[0] and "1 image(s) listed" in notes[1]
@@ -401,9 +466,12 @@ def test_any_folder_of_images_without_samples_csv(tmp_path):
     folder = tmp_path / "pictures"
     (folder / "nested").mkdir(parents=True)
     info = PngInfo()
-    info.add_text("parameters", "a photo of sks person, oil painting\nNegative prompt: blurry\n"
-                  "Steps: 30, Sampler: Euler, CFG scale: 5.0, Seed: 42, Size: 128x128, Lora scale: 0.8, "
-                  "Lora checkpoint: step_000200")
+    info.add_text(
+        "parameters",
+        "a photo of sks person, oil painting\nNegative prompt: blurry\n"
+        "Steps: 30, Sampler: Euler, CFG scale: 5.0, Seed: 42, Size: 128x128, Lora scale: 0.8, "
+        "Lora checkpoint: step_000200",
+    )
     noise(4).save(folder / "nested" / "with_parameters.png", pnginfo=info)
     noise(5).convert("L").save(folder / "nested" / "plain.jpg")
     noise(6).save(folder / "nested" / "grid_0.png")  # 03_sample's grids are not samples
@@ -439,9 +507,20 @@ def test_samples_csv_without_a_file_column_falls_back_to_the_folder(tmp_path):
 
 def test_sdxlab_sample_png_parameters_are_read_back(tmp_path):
     infotext = pytest.importorskip("sdxlab.sample.infotext")
-    params = {"prompt": "sks person, in a café: at night", "negative_prompt": "blurry", "seed": 7, "steps": 30,
-              "guidance": 5.0, "width": 128, "height": 128, "scheduler": "dpmpp_2m_karras", "lora_scale": 0.7,
-              "lora_file": "sks.safetensors", "checkpoint": "step_000300", "model": "tiny"}
+    params = {
+        "prompt": "sks person, in a café: at night",
+        "negative_prompt": "blurry",
+        "seed": 7,
+        "steps": 30,
+        "guidance": 5.0,
+        "width": 128,
+        "height": 128,
+        "scheduler": "dpmpp_2m_karras",
+        "lora_scale": 0.7,
+        "lora_file": "sks.safetensors",
+        "checkpoint": "step_000300",
+        "model": "tiny",
+    }
     infotext.write_png(tmp_path / "x.png", noise(8), params)
     read = inputs.read_png_parameters(tmp_path / "x.png")
     assert (read["prompt"], read["negative_prompt"], read["seed"]) == (params["prompt"], "blurry", 7)
@@ -489,13 +568,16 @@ def test_pickle_only_clip_folder_is_refused(tmp_path):
         evaluate.load_clip(str(tmp_path))
 
 
-@pytest.mark.parametrize(("prompt", "expected"), [
-    ("a photo of sks person on the moon", "a photo of person on the moon"),
-    ("sks as a knight", "person as a knight"),
-    ("{subject} painted by Vermeer", "person painted by Vermeer"),
-    ("a portrait of <s0><s1> person, (cinematic:1.3) <lora:sks:0.8>", "a portrait of person, cinematic"),
-    ("asks a question", "asks a question"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("a photo of sks person on the moon", "a photo of person on the moon"),
+        ("sks as a knight", "person as a knight"),
+        ("{subject} painted by Vermeer", "person painted by Vermeer"),
+        ("a portrait of <s0><s1> person, (cinematic:1.3) <lora:sks:0.8>", "a portrait of person, cinematic"),
+        ("asks a question", "asks a question"),
+    ],
+)
 def test_intent_text_replaces_the_subject_with_the_class_word(prompt, expected):
     intent = evaluate.intent_text(prompt, ["sks", "<s0><s1>", "<s0>", "<s1>"], "person")
     assert intent == expected

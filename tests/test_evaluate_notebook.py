@@ -39,7 +39,9 @@ def test_summary_is_labelled_meaningless_and_calibrated_on_the_sample_photos(dem
     calibration = summary["calibration"]
     kept = sum(1 for line in (demo_run.dataset / "metadata.jsonl").read_text().splitlines() if line.strip())
     # The sample photos are one person: (nearly) every training crop has a face and sets the ceiling.
-    assert calibration["training_faces"] >= kept - 1 and calibration["ceiling"]["count"] == calibration["training_photos"]
+    assert (
+        calibration["training_faces"] >= kept - 1 and calibration["ceiling"]["count"] == calibration["training_photos"]
+    )
     if calibration["floor"]["count"]:  # the default floor needs PyPI once; offline it is unknown, with a note
         assert calibration["floor"]["mean"] < calibration["ceiling"]["low"]
     else:

@@ -49,8 +49,9 @@ def test_face_crop_is_the_one_fer_makes(grace_hopper):
 
     reference = np.load(REFERENCE)
     pictures = {"grace_hopper": grace_hopper, "astronaut": Image.fromarray(skimage.data.astronaut())}
-    for label, box, fer_input in zip(reference["haar_labels"], reference["haar_boxes"], reference["haar_inputs"],
-                                     strict=True):
+    for label, box, fer_input in zip(
+        reference["haar_labels"], reference["haar_boxes"], reference["haar_inputs"], strict=True
+    ):
         ours = expression.fer_face_input(expression.grey(pictures[str(label)]), tuple(int(v) for v in box))
         assert np.abs(ours.astype(int) - fer_input.astype(int)).max() <= 1, label
 
@@ -76,7 +77,9 @@ def test_an_unsmiling_real_face_does_not_score_as_smiling(model, sample_photos_d
     happy, hopper = scorer.score([smiling_photo, grace_hopper], [SMILING, SMILING])
     assert happy > 0.9 and hopper < 0.1
     # asked for a serious face, the order turns around
-    serious_photo, serious_hopper = scorer.score([smiling_photo, grace_hopper], ["a serious portrait of sks person"] * 2)
+    serious_photo, serious_hopper = scorer.score(
+        [smiling_photo, grace_hopper], ["a serious portrait of sks person"] * 2
+    )
     assert serious_hopper > serious_photo
     assert model.read(grace_hopper)[0].top != "happy"
 
@@ -97,17 +100,20 @@ def test_every_face_of_a_group_is_graded(model, group_photo):
     assert reading.columns()["mood_min"] < 0.05 < reading.score < 0.9
 
 
-@pytest.mark.parametrize(("intent", "expected"), [
-    ("a candid photo of {subject} laughing in a cafe, 35mm film", ("happy",)),
-    ("a photo of sks person, smiling, golden hour", ("happy",)),
-    ("a serious portrait of sks person", ("neutral",)),
-    ("sks person, calm and relaxed", ("neutral",)),
-    ("a surprised sks person", ("surprise",)),
-    ("a sad, tearful sks person in the rain", ("sad",)),
-    ("an angry sks person", ("angry",)),
-    ("sks person, not smiling, serious", ("neutral",)),
-    ("a photo of sks person as an astronaut on Mars", ()),
-])
+@pytest.mark.parametrize(
+    ("intent", "expected"),
+    [
+        ("a candid photo of {subject} laughing in a cafe, 35mm film", ("happy",)),
+        ("a photo of sks person, smiling, golden hour", ("happy",)),
+        ("a serious portrait of sks person", ("neutral",)),
+        ("sks person, calm and relaxed", ("neutral",)),
+        ("a surprised sks person", ("surprise",)),
+        ("a sad, tearful sks person in the rain", ("sad",)),
+        ("an angry sks person", ("angry",)),
+        ("sks person, not smiling, serious", ("neutral",)),
+        ("a photo of sks person as an astronaut on Mars", ()),
+    ],
+)
 def test_mood_words_map_to_expected_expressions(intent, expected):
     assert expression.expected_expressions(intent) == expected
 

@@ -25,14 +25,32 @@ def test_dry_run_writes_the_report_the_gpu_session_reads(tmp_path):
     with the packages the GPU image lacks hidden; only the files the run tool brings back are written."""
     out, work = tmp_path / "out", tmp_path / "work"
     completed = subprocess.run(
-        ["bash", str(PROJECT / "bench" / "gpu_check.sh"), "--dry-run", "--parts", "environment,model,equivalence",
-         "--out", str(out), "--work", str(work), "--budget", "300"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=600)
+        [
+            "bash",
+            str(PROJECT / "bench" / "gpu_check.sh"),
+            "--dry-run",
+            "--parts",
+            "environment,model,equivalence",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--budget",
+            "300",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert {path.name for path in out.iterdir()} <= set(gpu_check.RESULT_FILES)
     parts = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(part["part"], part["status"]) for part in parts] == [
-        ("environment", "ok"), ("model", "ok"), ("equivalence", "ok")]
+        ("environment", "ok"),
+        ("model", "ok"),
+        ("equivalence", "ok"),
+    ]
     model = parts[1]["figures"]
     assert model["folder"].startswith(str(work)) and model["dtypes"]["unet"] == "float32"
     assert parts[0]["figures"]["versions"]["diffusers"] != "missing"
@@ -47,12 +65,17 @@ def test_dry_run_writes_the_report_the_gpu_session_reads(tmp_path):
 
 def test_notebook_cells_run_with_the_profile_and_overrides_laid_over_the_parameters_cell(tmp_path, capsys, monkeypatch):
     notebook = nbformat.v4.new_notebook()
-    parameters = nbformat.v4.new_code_cell('run = "demo"  # run\nresolution = 128  # size\nmodel = "tiny"  # model\n'
-                                           'train_steps = 60  # steps\n')
+    parameters = nbformat.v4.new_code_cell(
+        'run = "demo"  # run\nresolution = 128  # size\nmodel = "tiny"  # model\ntrain_steps = 60  # steps\n'
+    )
     parameters.metadata["tags"] = ["parameters"]
-    notebook.cells = [nbformat.v4.new_markdown_cell("# a stage"), parameters,
-                      nbformat.v4.new_code_cell("from IPython.display import display\n"
-                                                "seen = (run, resolution, model, train_steps)\ndisplay({'shown': 1})")]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# a stage"),
+        parameters,
+        nbformat.v4.new_code_cell(
+            "from IPython.display import display\nseen = (run, resolution, model, train_steps)\ndisplay({'shown': 1})"
+        ),
+    ]
     nbformat.write(notebook, tmp_path / "02_train.ipynb")
     monkeypatch.setattr(gpu_check, "BLOCKED", {"IPython"})  # as on the GPU image: the notebook gets a stand-in display
     check = gpu_check.Check(out=tmp_path, work=tmp_path, dry=True, deadline=time.monotonic() + 60)
@@ -69,8 +92,15 @@ def test_a_part_over_its_budget_is_stopped_and_the_next_part_still_runs(tmp_path
         while True:
             time.sleep(0.05)
 
-    monkeypatch.setattr(gpu_check, "PARTS", {"slow": (slow, 1, ()), "quick": (lambda check: {"fine": 1}, 30, ()),
-                                             "broken": (lambda check: 1 / 0, 30, ("slow",))})
+    monkeypatch.setattr(
+        gpu_check,
+        "PARTS",
+        {
+            "slow": (slow, 1, ()),
+            "quick": (lambda check: {"fine": 1}, 30, ()),
+            "broken": (lambda check: 1 / 0, 30, ("slow",)),
+        },
+    )
     monkeypatch.setattr(gpu_check, "SUMMARY_RESERVE_S", 0)
     monkeypatch.setattr(gpu_check, "MIN_PART_S", 0.5)
     check = gpu_check.Check(out=tmp_path, work=tmp_path, dry=True, deadline=time.monotonic() + 60)

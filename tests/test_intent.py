@@ -24,21 +24,43 @@ def parts_of(text: str) -> dict[str, str]:
     return {part.role: part.phrase for part in split_intent(text).parts}
 
 
-@pytest.mark.parametrize(("intent", "expected"), [
-    ("a photo of {subject} as an astronaut on Mars, cinematic",
-     {"who": "a person as an astronaut", "where": "on Mars", "style": "photo, cinematic"}),
-    ("a portrait of {subject} painted by Vermeer",
-     {"who": "a person", "style": "painted by Vermeer", "framing": "portrait"}),
-    ("a candid photo of {subject} laughing in a cafe, 35mm film",
-     {"who": "a person", "where": "in a cafe", "style": "candid photo, 35mm film", "mood": "laughing"}),
-    ("sks person riding a horse on the beach, golden hour, wide shot",
-     {"who": "a person", "doing": "riding a horse", "where": "on the beach", "lighting": "golden hour",
-      "framing": "wide shot"}),
-    ("a close-up oil painting of sks person in a red dress, dramatic lighting",
-     {"who": "a person in a red dress", "style": "oil painting", "framing": "close-up",
-      "lighting": "dramatic lighting"}),
-    ("sks person as a knight", {"who": "a person as a knight"}),
-])
+@pytest.mark.parametrize(
+    ("intent", "expected"),
+    [
+        (
+            "a photo of {subject} as an astronaut on Mars, cinematic",
+            {"who": "a person as an astronaut", "where": "on Mars", "style": "photo, cinematic"},
+        ),
+        (
+            "a portrait of {subject} painted by Vermeer",
+            {"who": "a person", "style": "painted by Vermeer", "framing": "portrait"},
+        ),
+        (
+            "a candid photo of {subject} laughing in a cafe, 35mm film",
+            {"who": "a person", "where": "in a cafe", "style": "candid photo, 35mm film", "mood": "laughing"},
+        ),
+        (
+            "sks person riding a horse on the beach, golden hour, wide shot",
+            {
+                "who": "a person",
+                "doing": "riding a horse",
+                "where": "on the beach",
+                "lighting": "golden hour",
+                "framing": "wide shot",
+            },
+        ),
+        (
+            "a close-up oil painting of sks person in a red dress, dramatic lighting",
+            {
+                "who": "a person in a red dress",
+                "style": "oil painting",
+                "framing": "close-up",
+                "lighting": "dramatic lighting",
+            },
+        ),
+        ("sks person as a knight", {"who": "a person as a knight"}),
+    ],
+)
 def test_common_shapes_split_into_their_parts(intent, expected):
     assert parts_of(intent) == expected
 
@@ -66,7 +88,10 @@ def test_a_language_model_can_split_and_bad_replies_fall_back_to_the_rules():
     parts = split_with_language_model("a photo of sks person as an astronaut on Mars, cinematic", ask)
     assert parts.source == "language model"
     assert {part.role: part.phrase for part in parts.parts} == {
-        "who": "a person as an astronaut", "where": "on Mars", "style": "cinematic"}
+        "who": "a person as an astronaut",
+        "where": "on Mars",
+        "style": "cinematic",
+    }
     assert "sks" not in asked[0] and "person as an astronaut on Mars" in asked[0]  # the model reads the class word
 
     for reply in ["I cannot help with that.", json.dumps({"vibe": "epic"}), "{not json"]:
@@ -111,8 +136,10 @@ def test_one_missing_part_costs_more_than_all_parts_slightly_weaker():
 
 def test_weakest_part_is_averaged_over_seeds_and_worded_for_the_proposers():
     parts = split_intent("a photo of sks person as an astronaut on Mars, cinematic")
-    rows = [{"part_who": 0.9, "part_where": 0.3, "part_style": 0.6, "part_mood": math.nan},
-            {"part_who": 0.8, "part_where": 0.7, "part_style": 0.6, "part_mood": math.nan}]
+    rows = [
+        {"part_who": 0.9, "part_where": 0.3, "part_style": 0.6, "part_mood": math.nan},
+        {"part_who": 0.8, "part_where": 0.7, "part_style": 0.6, "part_mood": math.nan},
+    ]
     weakest = weakest_part(rows, parts)
     assert (weakest.role, weakest.phrase) == ("where", "on Mars") and weakest.score == pytest.approx(0.5)
     weakest = weakest_part(rows[:1], parts)
@@ -180,17 +207,18 @@ def test_without_clip_weights_one_sentence_and_the_caller_goes_on(tmp_path):
     assert scorer is None and note.startswith("intent_parts: ") and "does not exist" in note
 
 
-
 def test_scorers_whose_weights_are_missing_are_left_out_and_the_rest_still_score(tmp_path):
     """No fer model file and no VQA folder: clip_t and intent_parts still score, and two notes say why."""
     from sdxlab.evaluate.scorers import build_scorers, score_columns
 
-    scorers, notes = build_scorers({
-        "clip_t": {"clip_model": "tiny", "device": "cpu"},
-        "intent_parts": {"clip_model": "tiny", "device": "cpu"},
-        "mood": {"model_path": tmp_path / "emotion_model.hdf5"},
-        "vqa": {"model": str(tmp_path / "no-blip"), "device": "cpu"},
-    })
+    scorers, notes = build_scorers(
+        {
+            "clip_t": {"clip_model": "tiny", "device": "cpu"},
+            "intent_parts": {"clip_model": "tiny", "device": "cpu"},
+            "mood": {"model_path": tmp_path / "emotion_model.hdf5"},
+            "vqa": {"model": str(tmp_path / "no-blip"), "device": "cpu"},
+        }
+    )
     assert sorted(scorers) == ["clip_t", "intent_parts"]
     assert [note.split(":")[0] for note in notes] == ["mood", "vqa"]
     assert all(note.endswith(".") and "\n" not in note for note in notes)

@@ -7,8 +7,9 @@ import subprocess
 
 
 def test_make_lab_binds_localhost_and_keeps_the_login_token(project):
-    printed = subprocess.run(["make", "-n", "-s", "lab", "STAMP=/dev/null"], cwd=project, capture_output=True,
-                             text=True, check=True).stdout
+    printed = subprocess.run(
+        ["make", "-n", "-s", "lab", "STAMP=/dev/null"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
     printed = printed.replace("\\\n", " ")  # make prints the recipe's continued lines as written
     command = next(line for line in printed.splitlines() if "jupyter lab" in line)
     words = shlex.split(command)

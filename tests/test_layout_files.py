@@ -27,7 +27,12 @@ def test_run_layout_names_every_stage_folder(tmp_path):
     layout = RunLayout.for_run("me-2026", tmp_path)
     assert layout.dataset == tmp_path / "me-2026" / "dataset"
     assert {p.name for p in (layout.lora, layout.samples, layout.metrics, layout.prompt_search, layout.notebooks)} == {
-        "lora", "samples", "metrics", "prompt_search", "notebooks"}
+        "lora",
+        "samples",
+        "metrics",
+        "prompt_search",
+        "notebooks",
+    }
     with pytest.raises(ValueError, match="folder name"):
         RunLayout.for_run("../escape", tmp_path)
 
@@ -61,8 +66,9 @@ def test_writers_round_trip(tmp_path):
     assert Image.open(tmp_path / "i.png").getpixel((0, 0)) == (255, 0, 0)
 
 
-@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
-                                                           (0o002, 0o664, 0o775)])
+@pytest.mark.parametrize(
+    "umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)]
+)
 def test_written_files_and_folders_respect_the_umask(tmp_path, umask, file_mode, folder_mode):
     import os
     import stat

@@ -25,8 +25,13 @@ def denoising_errors(layout, draws: int = 4, seed: int = 0) -> dict[float, float
     pipe = Sampler.from_run(layout, model="tiny", device="cpu").pipe
     size = Image.open(next((layout.dataset / "images").glob("*.png"))).size[0]
     examples = read_dataset(layout.dataset, size, need_masks=False)
-    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(e.image).convert("RGB"), dtype=np.float32))
-                          for e in examples]).permute(0, 3, 1, 2) / 127.5 - 1
+    pixels = (
+        torch.stack(
+            [torch.from_numpy(np.asarray(Image.open(e.image).convert("RGB"), dtype=np.float32)) for e in examples]
+        ).permute(0, 3, 1, 2)
+        / 127.5
+        - 1
+    )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -36,12 +41,19 @@ def denoising_errors(layout, draws: int = 4, seed: int = 0) -> dict[float, float
         noise = torch.randn(latents.shape, generator=generator)
         steps = torch.randint(0, 1000, (count,), generator=generator)
         noisy = DDPMScheduler.from_config(pipe.scheduler.config).add_noise(latents, noise, steps)
-        conditioning = {"text_embeds": pooled.expand(count, -1),
-                        "time_ids": torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).expand(count, -1)}
+        conditioning = {
+            "text_embeds": pooled.expand(count, -1),
+            "time_ids": torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).expand(count, -1),
+        }
         errors = {}
         for scale in (0.0, 1.0):
-            predicted = pipe.unet(noisy, steps, encoder_hidden_states=embeds.expand(count, -1, -1),
-                                  added_cond_kwargs=conditioning, cross_attention_kwargs={"scale": scale}).sample
+            predicted = pipe.unet(
+                noisy,
+                steps,
+                encoder_hidden_states=embeds.expand(count, -1, -1),
+                added_cond_kwargs=conditioning,
+                cross_attention_kwargs={"scale": scale},
+            ).sample
             errors[scale] = float(((predicted - noise) ** 2).mean())
     return errors
 
@@ -49,4 +61,5 @@ def denoising_errors(layout, draws: int = 4, seed: int = 0) -> dict[float, float
 def test_the_lora_fits_the_sample_photos_better_than_the_base_model(demo_run, one_torch_thread):
     errors = denoising_errors(demo_run)
     assert errors[1.0] < 0.98 * errors[0.0], (
-        f"denoising error on the training photos: {errors[1.0]:.4f} with the LoRA, {errors[0.0]:.4f} without")
+        f"denoising error on the training photos: {errors[1.0]:.4f} with the LoRA, {errors[0.0]:.4f} without"
+    )

@@ -59,8 +59,9 @@ def test_load_pipeline_draws_the_same_image_for_a_seed_and_another_for_another_s
 
     def draw(pipe, seed):
         generator = torch.Generator().manual_seed(seed)
-        return pipe("a photo of sks person", num_inference_steps=2, height=64, width=64, generator=generator,
-                    output_type="np").images[0]
+        return pipe(
+            "a photo of sks person", num_inference_steps=2, height=64, width=64, generator=generator, output_type="np"
+        ).images[0]
 
     first = draw(tiny_pipe, 0)
     assert first.shape == (64, 64, 3) and np.isfinite(first).all()

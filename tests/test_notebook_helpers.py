@@ -38,15 +38,21 @@ def test_file_sizes_lists_files_and_folders_relative_to_the_run(tmp_path):
     (tmp_path / "lora" / "a.safetensors").write_bytes(b"x" * 2048)
     (tmp_path / "lora" / "checkpoints" / "step_000010" / "one").write_bytes(b"x" * 1024)
     (tmp_path / "lora" / "checkpoints" / "step_000010" / "two").write_bytes(b"x" * 512)
-    table = files.file_sizes([tmp_path / "lora" / "a.safetensors", None, tmp_path / "lora" / "checkpoints" / "step_000010"],
-                             tmp_path)
-    assert table.to_dict("records") == [{"file": "lora/a.safetensors", "kB": 2.0},
-                                        {"file": "lora/checkpoints/step_000010", "kB": 1.5}]
+    table = files.file_sizes(
+        [tmp_path / "lora" / "a.safetensors", None, tmp_path / "lora" / "checkpoints" / "step_000010"], tmp_path
+    )
+    assert table.to_dict("records") == [
+        {"file": "lora/a.safetensors", "kB": 2.0},
+        {"file": "lora/checkpoints/step_000010", "kB": 1.5},
+    ]
 
 
 def test_why_nothing_was_drawn_over_training():
     with_lora, without = SimpleNamespace(lora=object()), SimpleNamespace(lora=None)
     assert sample.why_no_checkpoint_samples(without, None, "all") == "no LoRA is loaded"
-    assert sample.why_no_checkpoint_samples(with_lora, "other.safetensors", "all") == "sample_lora_file replaces the run's LoRA"
+    assert (
+        sample.why_no_checkpoint_samples(with_lora, "other.safetensors", "all")
+        == "sample_lora_file replaces the run's LoRA"
+    )
     assert sample.why_no_checkpoint_samples(with_lora, None, "all") == "the run has no training checkpoints"
     assert sample.why_no_checkpoint_samples(with_lora, None, []) == "sample_checkpoints is empty"

@@ -20,8 +20,11 @@ def notebooks(project):
 @pytest.mark.parametrize("stage", STAGES)
 def test_notebook_is_committed_without_outputs(project, stage):
     notebook = nbformat.read(project / "notebooks" / f"{stage}.ipynb", as_version=4)
-    dirty = [i for i, cell in enumerate(notebook.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    dirty = [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
     assert not dirty, f"{stage}.ipynb carries outputs in cells {dirty}; clear them before committing"
 
 

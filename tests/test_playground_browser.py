@@ -29,12 +29,22 @@ import pytest
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 RUN = "browser"
 # Smaller than the demo values so the whole test stays well under a minute on two busy cores.
-NOTEBOOK_OVERRIDES = {"run": RUN, "sample_seeds": [1], "sample_steps": 2, "sample_lora_scales": [0.0, 1.0],
-                      "sample_prompts": ["a photo of {subject}"]}
+NOTEBOOK_OVERRIDES = {
+    "run": RUN,
+    "sample_seeds": [1],
+    "sample_steps": 2,
+    "sample_lora_scales": [0.0, 1.0],
+    "sample_prompts": ["a photo of {subject}"],
+}
 SETTINGS = {  # JupyterLab user settings: no news toast over the page, no autosave
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
@@ -75,42 +85,72 @@ def make_tiny_lora_run(layout) -> None:
     from sdxlab.train.export import export_lora
 
     unet = UNet2DConditionModel.from_pretrained(tiny_sdxl() / "unet")  # the UNet alone: all a UNet LoRA needs
-    config = LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    config = LoraConfig(
+        r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+    )
     unet.add_adapter(config)
     generator = torch.Generator().manual_seed(0)
     for name, parameter in unet.named_parameters():
         if "lora_B" in name:
             parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
-    files = export_lora(layout.ensure(layout.lora), "subject", get_peft_model_state_dict(unet),
-                        unet_lora_config=config, unet_config=unet.config)
-    (layout.lora / "train_config.json").write_text(json.dumps({
-        "model": "tiny", "subject_token": "sks", "class_word": "person", "lora_name": "subject",
-        "lora_file": files.diffusers.name, "kohya_file": files.kohya.name, "embeddings_file": None, "tokens": []}))
+    files = export_lora(
+        layout.ensure(layout.lora),
+        "subject",
+        get_peft_model_state_dict(unet),
+        unet_lora_config=config,
+        unet_config=unet.config,
+    )
+    (layout.lora / "train_config.json").write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "subject_token": "sks",
+                "class_word": "person",
+                "lora_name": "subject",
+                "lora_file": files.diffusers.name,
+                "kohya_file": files.kohya.name,
+                "embeddings_file": None,
+                "tokens": [],
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def lab_url(served_notebook, tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 (random free port, token), stopped after the module."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`; `make test` does)")
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`; `make test` does)"
+        )
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
     state = tmp_path_factory.mktemp("jupyter-state")
     for relative, values in SETTINGS.items():
         (state / "settings" / relative).parent.mkdir(parents=True, exist_ok=True)
         (state / "settings" / relative).write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
-    environment = {**os.environ,
-                   "SDXLAB_OUTPUTS": str(served_notebook.parent.parent / "outputs"),
-                   "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
-                   "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
-                   "JUPYTER_CONFIG_DIR": str(state / "config"),
-                   "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
-                   "IPYTHONDIR": str(state / "ipython"),
-                   "OMP_NUM_THREADS": "1",  # tiny model: one thread is fastest, above all on a busy machine
-                   "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={served_notebook.parent}"]
+    environment = {
+        **os.environ,
+        "SDXLAB_OUTPUTS": str(served_notebook.parent.parent / "outputs"),
+        "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+        "JUPYTER_CONFIG_DIR": str(state / "config"),
+        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+        "IPYTHONDIR": str(state / "ipython"),
+        "OMP_NUM_THREADS": "1",  # tiny model: one thread is fastest, above all on a busy machine
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={served_notebook.parent}",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     log = (state / "server.log").open("w")
@@ -158,8 +198,9 @@ def test_generate_in_the_playground_shows_an_image_and_grows_the_history(lab_url
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(lab_url)
             # ready = the real notebook is rendered (a one-cell placeholder comes first) and the kernel is idle
-            page.wait_for_function(f"document.querySelectorAll('.jp-Notebook .jp-Cell').length === {cell_count}",
-                                   timeout=60_000)
+            page.wait_for_function(
+                f"document.querySelectorAll('.jp-Notebook .jp-Cell').length === {cell_count}", timeout=60_000
+            )
             page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=60_000)
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator("[data-command='runmenu:run-all']").click()

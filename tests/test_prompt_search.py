@@ -114,7 +114,9 @@ def test_search_finds_the_known_optimum_and_best_never_decreases(tmp_path):
     assert list(frame.columns[:5]) == ["intent", "round", "proposer", "prompt", "seed"]
     assert {"alignment", "likeness", "total"} <= set(frame.columns)
     assert set(frame["proposer"]) == {"start", "vocabulary"}
-    assert frame.groupby("prompt")["seed"].apply(lambda seeds: sorted(seeds) == [0, 1]).all(), "every prompt on every seed"
+    assert frame.groupby("prompt")["seed"].apply(lambda seeds: sorted(seeds) == [0, 1]).all(), (
+        "every prompt on every seed"
+    )
     assert not frame.duplicated(["prompt", "seed"]).any(), "a prompt was tried twice"
     assert frame.loc[frame["round"] == 0, "prompt"].unique().tolist() == [intent.start_prompt]
     # what the CSV says is what the search believed, round by round
@@ -125,16 +127,28 @@ def test_search_finds_the_known_optimum_and_best_never_decreases(tmp_path):
 
 def test_optimum_is_found_with_the_full_vocabulary_too(tmp_path):
     intent = make_intent()
-    result = run_search(SyntheticEvaluator(intent), [intent], [VocabularyProposer()],
-                        small_search(rounds=40, candidates_per_round=8), tmp_path, progress=False)
+    result = run_search(
+        SyntheticEvaluator(intent),
+        [intent],
+        [VocabularyProposer()],
+        small_search(rounds=40, candidates_per_round=8),
+        tmp_path,
+        progress=False,
+    )
     best = result.intents[0].best()[0]
     assert (best.scores["alignment"], best.scores["likeness"]) == (1.0, 1.0), best.prompt
 
 
 def test_picture_budget_and_patience_stop_the_search(tmp_path):
     intent = make_intent()
-    budget = run_search(SyntheticEvaluator(intent), [intent], vocabulary_proposers(),
-                        small_search(max_images=15), tmp_path / "budget", progress=False)
+    budget = run_search(
+        SyntheticEvaluator(intent),
+        [intent],
+        vocabulary_proposers(),
+        small_search(max_images=15),
+        tmp_path / "budget",
+        progress=False,
+    )
     frame = pd.read_csv(tmp_path / "budget" / "candidates.csv")
     assert len(frame) <= 15 and "budget" in budget.intents[0].stop_reason
 
@@ -142,21 +156,29 @@ def test_picture_budget_and_patience_stop_the_search(tmp_path):
         def scores(self, prompt, seed):
             return {"alignment": 0.5, "likeness": 0.5, "total": 0.5}
 
-    flat = run_search(Flat(intent), [intent], vocabulary_proposers(), small_search(patience=2), tmp_path / "flat",
-                      progress=False)
+    flat = run_search(
+        Flat(intent), [intent], vocabulary_proposers(), small_search(patience=2), tmp_path / "flat", progress=False
+    )
     assert [summary.round for summary in flat.intents[0].rounds] == [0, 1, 2]
     assert flat.intents[0].stop_reason == "no improvement for 2 rounds"
 
-    timed = run_search(SyntheticEvaluator(intent), [intent], vocabulary_proposers(), small_search(max_minutes=1e-9),
-                       tmp_path / "timed", progress=False)
+    timed = run_search(
+        SyntheticEvaluator(intent),
+        [intent],
+        vocabulary_proposers(),
+        small_search(max_minutes=1e-9),
+        tmp_path / "timed",
+        progress=False,
+    )
     assert "time budget" in timed.intents[0].stop_reason and len(timed.intents[0].rounds) == 1
 
 
 def test_resume_continues_from_the_csv_as_if_never_interrupted(tmp_path):
     intent = make_intent()
     settings = small_search(rounds=6)
-    uninterrupted = run_search(SyntheticEvaluator(intent), [intent], vocabulary_proposers(), settings,
-                               tmp_path / "whole", progress=False)
+    uninterrupted = run_search(
+        SyntheticEvaluator(intent), [intent], vocabulary_proposers(), settings, tmp_path / "whole", progress=False
+    )
     assert uninterrupted.resumed_rows == 0
 
     # interrupted while scoring round 4 (call 1 is round 0)
@@ -167,8 +189,9 @@ def test_resume_continues_from_the_csv_as_if_never_interrupted(tmp_path):
     assert sorted(partial["round"].unique()) == [0, 1, 2, 3]
 
     resumed_evaluator = SyntheticEvaluator(intent)
-    resumed = run_search(resumed_evaluator, [intent], vocabulary_proposers(), settings, tmp_path / "resumed",
-                         progress=False)
+    resumed = run_search(
+        resumed_evaluator, [intent], vocabulary_proposers(), settings, tmp_path / "resumed", progress=False
+    )
     assert resumed.resumed_rows == len(partial)
     assert resumed_evaluator.calls == 3, "only rounds 4, 5 and 6 were scored again"
     assert not set(resumed_evaluator.evaluated) & set(zip(partial["prompt"], partial["seed"], strict=True))
@@ -178,8 +201,9 @@ def test_resume_continues_from_the_csv_as_if_never_interrupted(tmp_path):
 
 def test_resume_after_the_person_changed_their_starting_prompt(tmp_path):
     intent = make_intent()
-    run_search(SyntheticEvaluator(intent), [intent], vocabulary_proposers(), small_search(rounds=2), tmp_path,
-               progress=False)
+    run_search(
+        SyntheticEvaluator(intent), [intent], vocabulary_proposers(), small_search(rounds=2), tmp_path, progress=False
+    )
     changed = Intent.create(intent.text, "sks", "person", start_prompt="sks person on Mars, oil painting")
     evaluator = SyntheticEvaluator(changed)
     result = run_search(evaluator, [changed], vocabulary_proposers(), small_search(rounds=3), tmp_path, progress=False)
@@ -191,10 +215,17 @@ def test_resume_after_the_person_changed_their_starting_prompt(tmp_path):
 
 def test_resume_with_other_settings_starts_fresh_and_keeps_the_old_file(tmp_path, capsys):
     intent = make_intent()
-    run_search(SyntheticEvaluator(intent), [intent], vocabulary_proposers(), small_search(rounds=2), tmp_path,
-               progress=False)
-    other = run_search(SyntheticEvaluator(intent), [intent], vocabulary_proposers(),
-                       small_search(rounds=2, seeds=[5, 6]), tmp_path, progress=False)
+    run_search(
+        SyntheticEvaluator(intent), [intent], vocabulary_proposers(), small_search(rounds=2), tmp_path, progress=False
+    )
+    other = run_search(
+        SyntheticEvaluator(intent),
+        [intent],
+        vocabulary_proposers(),
+        small_search(rounds=2, seeds=[5, 6]),
+        tmp_path,
+        progress=False,
+    )
     assert other.resumed_rows == 0
     assert "other generation or scoring settings" in capsys.readouterr().out
     assert len(list(tmp_path.glob("candidates.previous-*.csv"))) == 1
@@ -202,14 +233,24 @@ def test_resume_with_other_settings_starts_fresh_and_keeps_the_old_file(tmp_path
 
 
 def test_several_intents_in_one_run_each_with_its_own_start(tmp_path):
-    intents = [make_intent(), Intent.create("{subject} painted by Vermeer", "sks", "person",
-                                            start_prompt="sks person, vermeer painting")]
-    result = run_search(SyntheticEvaluator(intents[0]), intents, vocabulary_proposers(), small_search(rounds=2),
-                        tmp_path, progress=False)
+    intents = [
+        make_intent(),
+        Intent.create("{subject} painted by Vermeer", "sks", "person", start_prompt="sks person, vermeer painting"),
+    ]
+    result = run_search(
+        SyntheticEvaluator(intents[0]),
+        intents,
+        vocabulary_proposers(),
+        small_search(rounds=2),
+        tmp_path,
+        progress=False,
+    )
     frame = pd.read_csv(tmp_path / "candidates.csv")
     assert set(frame["intent"]) == {intent.text for intent in intents}
-    assert [search.start.prompt for search in result.intents] == ["sks person as an astronaut on Mars",
-                                                                   "sks person, vermeer painting"]
+    assert [search.start.prompt for search in result.intents] == [
+        "sks person as an astronaut on Mars",
+        "sks person, vermeer painting",
+    ]
     vermeer = frame[frame["intent"] == intents[1].text]
     assert vermeer["prompt"].str.contains("vermeer painting").all(), "the person's own words are never dropped"
 
@@ -224,7 +265,9 @@ class CountingGenerator:
 
     def generate(self, prompts, seeds):
         self.generated += list(zip(prompts, seeds, strict=True))
-        return [Image.new("RGB", (16, 16), (hash(p) % 256, seed % 256, 0)) for p, seed in zip(prompts, seeds, strict=True)]
+        return [
+            Image.new("RGB", (16, 16), (hash(p) % 256, seed % 256, 0)) for p, seed in zip(prompts, seeds, strict=True)
+        ]
 
 
 class RecordingScorer:
@@ -264,8 +307,14 @@ def test_search_over_pictures_generates_each_pair_once(tmp_path):
     objective = Objective({"alignment": RecordingScorer("alignment")}, {"alignment": 1.0})
     generator = CountingGenerator()
     evaluator = ImageEvaluator(generator, objective, ImageCache(tmp_path / "cache"))
-    run_search(evaluator, [intent], vocabulary_proposers(), small_search(rounds=3, candidates_per_round=3),
-               tmp_path, progress=False)
+    run_search(
+        evaluator,
+        [intent],
+        vocabulary_proposers(),
+        small_search(rounds=3, candidates_per_round=3),
+        tmp_path,
+        progress=False,
+    )
     frame = pd.read_csv(tmp_path / "candidates.csv")
     assert len(generator.generated) == len(frame) == len(set(generator.generated))
     assert all((tmp_path / image).exists() for image in frame["image"]), "every row points at its cached picture"
@@ -282,8 +331,10 @@ def test_search_over_pictures_generates_each_pair_once(tmp_path):
 def test_alignment_is_scored_against_the_intent_never_the_candidate():
     intent = make_intent("a photo of {subject} as an astronaut on Mars, cinematic")
     alignment, likeness = RecordingScorer("alignment"), RecordingScorer("likeness")
-    objective = Objective({"alignment": alignment, "likeness": likeness, "aesthetic": RecordingScorer("aesthetic")},
-                          {"alignment": 3.0, "likeness": 1.0, "aesthetic": 0.0})
+    objective = Objective(
+        {"alignment": alignment, "likeness": likeness, "aesthetic": RecordingScorer("aesthetic")},
+        {"alignment": 3.0, "likeness": 1.0, "aesthetic": 0.0},
+    )
     images = [Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 0))]
     rows = objective.score(images, intent)
     assert set(alignment.texts) == {"a photo of person as an astronaut on Mars, cinematic"}
@@ -347,7 +398,9 @@ def test_04s_calibration_is_used_only_when_it_was_made_from_this_dataset(tmp_pat
     assert (scale.floor, scale.ceiling) == (0.84, 0.96) and "04_evaluate" in scale.source
     assert LikenessScale.from_summary(summary, dataset, training_faces=11) is None, "other photos: stale"
     assert LikenessScale.from_summary(summary, tmp_path, training_faces=12) is None, "another dataset"
-    summary.write_text(json.dumps({"dataset_dir": str(dataset), "calibration": {**calibration, "floor": {"mean": None}}}))
+    summary.write_text(
+        json.dumps({"dataset_dir": str(dataset), "calibration": {**calibration, "floor": {"mean": None}}})
+    )
     with pytest.raises(LikenessUnavailable, match="floor"):
         LikenessScale.from_summary(summary, dataset, training_faces=12)
     assert LikenessScale.from_summary(tmp_path / "missing.json", dataset, training_faces=12) is None
@@ -357,8 +410,10 @@ def test_losing_the_face_on_one_seed_no_longer_outranks_better_meaning():
     """The face cliff: a wide shot that shows the intent better but loses the face on one of two seeds,
     against a close-up that keeps the face and shows the intent less (CLIP-T 0.30 vs 0.27)."""
     intent = make_intent()
-    objective = Objective({"clip": PixelClip(), "likeness": LikenessMeasure(PixelFaces(), SCALE)},
-                          {name: DEFAULT_WEIGHTS[name] for name in ("clip_t", "likeness")})
+    objective = Objective(
+        {"clip": PixelClip(), "likeness": LikenessMeasure(PixelFaces(), SCALE)},
+        {name: DEFAULT_WEIGHTS[name] for name in ("clip_t", "likeness")},
+    )
 
     def mean_total(pictures):
         return np.mean([row["total"] for row in objective.score(pictures, intent)])
@@ -369,6 +424,7 @@ def test_losing_the_face_on_one_seed_no_longer_outranks_better_meaning():
 
     def old_total(clip_t, similarity):  # before: raw cosine, 0 without a face, weighted mean 1:1
         return (clip_t + (similarity or 0.0)) / 2
+
     assert old_total(0.30, 0.93) + old_total(0.30, None) < 2 * old_total(0.27, 0.93), "the old objective's cliff"
 
     # with equal meaning, keeping the face still counts: the penalty is graded, not gone
@@ -409,21 +465,33 @@ def test_pictures_that_copy_a_training_photo_are_penalised(tmp_path):
 
 def test_every_term_is_kept_per_picture_in_candidates_csv(tmp_path):
     intent = make_intent()
-    objective = Objective({"clip": PixelClip(), "likeness": LikenessMeasure(PixelFaces(), SCALE)},
-                          {"clip_t": 1.0, "likeness": 0.05})
+    objective = Objective(
+        {"clip": PixelClip(), "likeness": LikenessMeasure(PixelFaces(), SCALE)}, {"clip_t": 1.0, "likeness": 0.05}
+    )
 
     class Generator:
         settings = {"model": "pixels"}
 
         def generate(self, prompts, seeds):
-            return [picture(0.25 + 0.01 * (len(p) % 5), None if seed % 2 else 0.93) for p, seed in zip(prompts, seeds, strict=True)]
+            return [
+                picture(0.25 + 0.01 * (len(p) % 5), None if seed % 2 else 0.93)
+                for p, seed in zip(prompts, seeds, strict=True)
+            ]
 
     evaluator = ImageEvaluator(Generator(), objective, ImageCache(tmp_path / "cache"))
-    run_search(evaluator, [intent], vocabulary_proposers(), small_search(rounds=2, candidates_per_round=2), tmp_path,
-               progress=False)
+    run_search(
+        evaluator,
+        [intent],
+        vocabulary_proposers(),
+        small_search(rounds=2, candidates_per_round=2),
+        tmp_path,
+        progress=False,
+    )
     frame = pd.read_csv(tmp_path / "candidates.csv")
     assert {"clip_t", "likeness", "face_found", "total"} <= set(frame.columns)
-    assert set(frame.loc[frame["seed"] == 1, "face_found"]) == {0.0} and set(frame.loc[frame["seed"] == 0, "face_found"]) == {1.0}
+    assert set(frame.loc[frame["seed"] == 1, "face_found"]) == {0.0} and set(
+        frame.loc[frame["seed"] == 0, "face_found"]
+    ) == {1.0}
     assert frame["total"].to_numpy() == pytest.approx((frame["clip_t"] + 0.05 * frame["likeness"]).to_numpy())
 
 
@@ -432,11 +500,18 @@ def test_every_term_is_kept_per_picture_in_candidates_csv(tmp_path):
 
 def test_clean_proposal_keeps_the_subject_and_skips_garbage():
     intent = make_intent()
-    assert clean_proposal('1. "sks person on Mars, cinematic, golden hour lighting"', intent) == \
-        "sks person on Mars, cinematic, golden hour lighting"
-    assert clean_proposal("- an astronaut on the red planet, dramatic lighting", intent) == \
-        "photo of sks person, an astronaut on the red planet, dramatic lighting"
-    assert clean_proposal("{subject} on Mars, (cinematic:1.3), film grain", intent) == "sks person on Mars, cinematic, film grain"
+    assert (
+        clean_proposal('1. "sks person on Mars, cinematic, golden hour lighting"', intent)
+        == "sks person on Mars, cinematic, golden hour lighting"
+    )
+    assert (
+        clean_proposal("- an astronaut on the red planet, dramatic lighting", intent)
+        == "photo of sks person, an astronaut on the red planet, dramatic lighting"
+    )
+    assert (
+        clean_proposal("{subject} on Mars, (cinematic:1.3), film grain", intent)
+        == "sks person on Mars, cinematic, film grain"
+    )
     for garbage in ["", "   ", "Here are five prompts:", "%%% 1234 ### !!!", "ok", "\ufffd\ufffd\ufffd sks"]:
         assert clean_proposal(garbage, intent) is None, garbage
     long = "sks person on Mars, " + ", ".join(f"very detailed element number {i}" for i in range(40))
@@ -445,14 +520,17 @@ def test_clean_proposal_keeps_the_subject_and_skips_garbage():
 
 
 def context_for(intent: Intent, history: list[ScoredPrompt], seed: int = 0) -> ProposalContext:
-    return ProposalContext(intent=intent, history=history, round_index=1, rng=random.Random(seed),
-                           score_names=["alignment"])
+    return ProposalContext(
+        intent=intent, history=history, round_index=1, rng=random.Random(seed), score_names=["alignment"]
+    )
 
 
 def test_vocabulary_proposer_mutates_without_losing_the_intent():
     intent = make_intent("{subject} as an astronaut on Mars, cinematic")
-    history = [ScoredPrompt("sks person as an astronaut on Mars, cinematic, oil painting, serene", {"total": 0.5}),
-               ScoredPrompt(intent.start_prompt, {"total": 0.3})]
+    history = [
+        ScoredPrompt("sks person as an astronaut on Mars, cinematic, oil painting, serene", {"total": 0.5}),
+        ScoredPrompt(intent.start_prompt, {"total": 0.3}),
+    ]
     proposals = VocabularyProposer().propose(context_for(intent, history), 40)
     assert len(proposals) == len(set(proposals)) == 40
     assert not {item.prompt for item in history} & set(proposals)
@@ -460,7 +538,9 @@ def test_vocabulary_proposer_mutates_without_losing_the_intent():
         parts = [part.key for part in split_parts(prompt)]
         assert parts[0] == "sks person as an astronaut on mars" and "cinematic" in parts
         assert "(" not in prompt, "no weight syntax: the sampler would read it as text"
-    weighted_parent = [ScoredPrompt("sks person as an astronaut on Mars, (cinematic:1.3), (serene:0.8)", {"total": 0.9})]
+    weighted_parent = [
+        ScoredPrompt("sks person as an astronaut on Mars, (cinematic:1.3), (serene:0.8)", {"total": 0.9})
+    ]
     many = VocabularyProposer().propose(context_for(intent, weighted_parent + history, seed=1), 200)
     assert not any(re.search(r":\d", prompt) for prompt in many), "no mutation writes a prompt weight"
     # same seed, same proposals: what makes a resumed search repeat an uninterrupted one
@@ -509,8 +589,10 @@ def test_heldout_interval_covers_the_true_uplift_95_percent_of_the_time(uplift):
         covered = [low <= uplift <= high for low, high in (paired_interval(d) for d in finalist - start)]
         assert 0.93 <= np.mean(covered) <= 0.97, (where, count, np.mean(covered))
     differences = finalist[0] - start[0]
-    assert (paired_uplift(finalist[0], start[0]).ci_low, paired_uplift(finalist[0], start[0]).ci_high) == \
-        paired_interval(differences), "the check reports the interval whose coverage was measured"
+    assert (
+        paired_uplift(finalist[0], start[0]).ci_low,
+        paired_uplift(finalist[0], start[0]).ci_high,
+    ) == paired_interval(differences), "the check reports the interval whose coverage was measured"
 
 
 def test_paired_test_can_reach_significance_at_the_default_seed_counts():
@@ -542,8 +624,10 @@ def test_heldout_check_headline_is_the_search_pick_and_the_list_is_not_reranked(
     intent = make_intent()
     evaluator = SyntheticEvaluator(intent)
     start = ScoredPrompt(intent.start_prompt, {"alignment": 0.0, "likeness": 1.0, "total": 0.5})
-    finalists = [ScoredPrompt(f"{intent.start_prompt}, golden hour lighting, neon glow", {"total": 0.9}),
-                 ScoredPrompt(f"{intent.start_prompt}, golden hour lighting, oil painting", {"total": 0.8})]
+    finalists = [
+        ScoredPrompt(f"{intent.start_prompt}, golden hour lighting, neon glow", {"total": 0.9}),
+        ScoredPrompt(f"{intent.start_prompt}, golden hour lighting, oil painting", {"total": 0.8}),
+    ]
     seeds = heldout_seeds(0, 6, [0, 1])
     result = heldout_check(evaluator, intent, finalists, start, seeds)
     assert set(evaluator.evaluated) == {(p, s) for p in [start.prompt] + [f.prompt for f in finalists] for s in seeds}
@@ -552,7 +636,8 @@ def test_heldout_check_headline_is_the_search_pick_and_the_list_is_not_reranked(
     assert [entry.search_rank for entry in result.finalists] == [1, 2]
     assert result.finalists[1].uplift.mean == pytest.approx(2 / 3 / 2)  # alignment +2/3, likeness unchanged
     assert [entry.uplift.p_holm for entry in result.finalists] == pytest.approx(
-        holm([entry.uplift.p for entry in result.finalists]))
+        holm([entry.uplift.p for entry in result.finalists])
+    )
     # the finalist that is better on new seeds is found on the first half and measured on the second
     choice = result.heldout_choice
     assert choice.entry.prompt == finalists[1].prompt
@@ -565,13 +650,19 @@ def test_heldout_check_headline_is_the_search_pick_and_the_list_is_not_reranked(
 
 
 def scored(prompt: str, clip_t: float, likeness: float, round_index: int = 1) -> ScoredPrompt:
-    return ScoredPrompt(prompt, {"clip_t": clip_t, "likeness": likeness, "total": clip_t + 0.05 * likeness},
-                        round=round_index)
+    return ScoredPrompt(
+        prompt, {"clip_t": clip_t, "likeness": likeness, "total": clip_t + 0.05 * likeness}, round=round_index
+    )
 
 
 def test_pareto_front_keeps_the_prompts_no_other_beats_on_both():
-    history = [scored("a", 0.30, 0.20), scored("b", 0.27, 0.90), scored("c", 0.26, 0.50), scored("d", 0.29, 0.60),
-               scored("e", 0.25, 0.95)]
+    history = [
+        scored("a", 0.30, 0.20),
+        scored("b", 0.27, 0.90),
+        scored("c", 0.26, 0.50),
+        scored("d", 0.29, 0.60),
+        scored("e", 0.25, 0.95),
+    ]
     front = pareto_front(history)
     assert [item.prompt for item in front] == ["a", "d", "b", "e"], "c is beaten by d on both"
     assert choose_on_front(front, 0.55).prompt == "d", "the most meaningful with enough likeness"
@@ -592,11 +683,15 @@ class MeaningEvaluator(SyntheticEvaluator):
 def test_the_persons_choice_on_the_front_is_the_heldout_headline(tmp_path):
     intent = make_intent()
     evaluator = MeaningEvaluator(intent)
-    prompts = {"start": intent.start_prompt,
-               "wide": f"{intent.start_prompt}, golden hour lighting, oil painting, neon glow",  # meaning 2/3, likeness 0.75
-               "me": f"{intent.start_prompt}, serene"}  # meaning 1/3, likeness 1
-    history = [ScoredPrompt(prompt, evaluator.scores(prompt, 0), round=int(name != "start"))
-               for name, prompt in prompts.items()]
+    prompts = {
+        "start": intent.start_prompt,
+        "wide": f"{intent.start_prompt}, golden hour lighting, oil painting, neon glow",  # meaning 2/3, likeness 0.75
+        "me": f"{intent.start_prompt}, serene",
+    }  # meaning 1/3, likeness 1
+    history = [
+        ScoredPrompt(prompt, evaluator.scores(prompt, 0), round=int(name != "start"))
+        for name, prompt in prompts.items()
+    ]
     search = IntentSearch(intent, history, round_summaries(history))
     result = SearchResult([search], tmp_path / "candidates.csv")
     assert search.best()[0].prompt == prompts["wide"], "the total prefers the wide shot"
@@ -612,4 +707,5 @@ def test_the_persons_choice_on_the_front_is_the_heldout_headline(tmp_path):
     figure = pareto_figure(result.intents, min_likeness=wanted)
     assert len(figure.axes) == 1
     import matplotlib.pyplot as plt
+
     plt.close(figure)

@@ -27,10 +27,21 @@ def test_candidates_csv_has_every_prompt_tried_with_its_sub_scores(search_folder
     summary = json.loads((search_folder / "best_prompts.json").read_text())
     score_columns = list(summary["objective"]["columns"])
     recipe = ["negative_prompt", "guidance", "lora_scale"]
-    assert list(frame.columns) == ["intent", "round", "proposer", "prompt", "seed", *recipe, *score_columns, "total",
-                                   "settings", "image"]
-    assert {"clip_t", "copy", "intent_parts", "part_who", "part_where", "weakest_part"} <= set(score_columns), \
+    assert list(frame.columns) == [
+        "intent",
+        "round",
+        "proposer",
+        "prompt",
+        "seed",
+        *recipe,
+        *score_columns,
+        "total",
+        "settings",
+        "image",
+    ]
+    assert {"clip_t", "copy", "intent_parts", "part_who", "part_where", "weakest_part"} <= set(score_columns), (
         "meaning part by part, and the copy penalty, are kept per picture"
+    )
     weights = summary["objective"]["weights"]
     assert {"clip_t", "intent_parts", "mood"} <= set(weights), summary["objective"]["notes"]
     # the demo intent names no mood: mood does not apply (empty cells) and the other weights are scaled up
@@ -46,7 +57,12 @@ def test_candidates_csv_has_every_prompt_tried_with_its_sub_scores(search_folder
     # search_recipe is [] by default: every candidate carries the start's recipe (the generation settings)
     assert set(frame["proposer"]) == {"start", "vocabulary"}
     assert set(zip(frame["negative_prompt"], frame["guidance"], frame["lora_scale"], strict=True)) == {
-        (summary["generation"]["negative_prompt"], summary["generation"]["guidance"], summary["generation"]["lora_scale"])}
+        (
+            summary["generation"]["negative_prompt"],
+            summary["generation"]["guidance"],
+            summary["generation"]["lora_scale"],
+        )
+    }
     assert set(frame["seed"]) == set(summary["search_seeds"]) and len(summary["search_seeds"]) == 2
     assert not frame.duplicated(["prompt", *recipe, "seed"]).any()
     assert frame["prompt"].str.contains("sks person").all()
@@ -71,7 +87,9 @@ def test_best_prompts_json_reports_heldout_uplift_consistently(search_folder):
     assert intent["start"]["heldout"]["total"] == pytest.approx(start.mean())
     for item in intent["finalists"]:
         rows = heldout[heldout["search_rank"] == item["search_rank"]].set_index("seed")["total"]
-        assert set(heldout.loc[heldout["search_rank"] == item["search_rank"], "guidance"]) == {item["recipe"]["guidance"]}
+        assert set(heldout.loc[heldout["search_rank"] == item["search_rank"], "guidance"]) == {
+            item["recipe"]["guidance"]
+        }
         assert sorted(rows.index) == sorted(summary["heldout_seeds"])
         assert item["uplift"]["mean"] == pytest.approx((rows - start).mean())
         assert item["uplift"]["ci_low"] <= item["uplift"]["mean"] <= item["uplift"]["ci_high"]
@@ -102,8 +120,13 @@ def test_notebook_shows_plots_and_ends_with_prompts_to_paste(demo_run, search_fo
     assert all(item["prompt"] in pasted for item in summary["intents"][0]["finalists"])
     assert pasted.index("HEADLINE") < pasted.index(summary["intents"][0]["headline"]["prompt"])
     assert "meaningless" in pasted
-    images = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
-              if "image/png" in output.get("data", {})]
+    images = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
     assert len(images) >= 2, "leaderboard and held-out grid are shown"
 
 
@@ -141,12 +164,24 @@ def test_endpoint_key_never_lands_in_the_run_folder(demo_run, tmp_path, monkeypa
     monkeypatch.setenv("SDXLAB_TEST_KEY", SECRET)
     logs = []
     with FakeOpenAIServer(script=["500"]) as server:
-        layout = run_pipeline("demo", overrides={
-            "outputs_dir": str(outputs), "search_proposers": ["endpoint", "vocabulary"],
-            "search_endpoint_url": server.base_url, "search_endpoint_model": "fake-model",
-            "search_endpoint_api_key_env": "SDXLAB_TEST_KEY", "search_rounds": 1, "search_candidates_per_round": 2,
-            "search_seed_count": 1, "search_heldout_seed_count": 2, "search_finalists": 1,
-        }, run="leak-test", only=["05"], log=logs.append)
+        layout = run_pipeline(
+            "demo",
+            overrides={
+                "outputs_dir": str(outputs),
+                "search_proposers": ["endpoint", "vocabulary"],
+                "search_endpoint_url": server.base_url,
+                "search_endpoint_model": "fake-model",
+                "search_endpoint_api_key_env": "SDXLAB_TEST_KEY",
+                "search_rounds": 1,
+                "search_candidates_per_round": 2,
+                "search_seed_count": 1,
+                "search_heldout_seed_count": 2,
+                "search_finalists": 1,
+            },
+            run="leak-test",
+            only=["05"],
+            log=logs.append,
+        )
     assert server.requests and all(r["headers"]["Authorization"] == f"Bearer {SECRET}" for r in server.requests)
     frame = pd.read_csv(RunLayout.for_run("leak-test", outputs).prompt_search / "candidates.csv")
     assert "endpoint" in set(frame["proposer"]), "the endpoint's answer after a 500 was used"

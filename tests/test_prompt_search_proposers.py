@@ -45,9 +45,16 @@ def build_tiny_causal_lm(folder, chat_template: str | None = None):
         tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=1, n_head=2,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=512,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
 
@@ -60,10 +67,13 @@ def tiny_lms(tmp_path_factory):
 
 def a_context(seed: int = 0) -> ProposalContext:
     intent = make_intent()
-    history = [ScoredPrompt(intent.start_prompt, {"alignment": 0.21, "likeness": 0.8, "total": 0.505}),
-               ScoredPrompt(f"{intent.start_prompt}, golden hour lighting", {"alignment": 0.3, "likeness": 0.7, "total": 0.5})]
-    return ProposalContext(intent=intent, history=history, round_index=1, rng=random.Random(seed),
-                           score_names=["alignment", "likeness"])
+    history = [
+        ScoredPrompt(intent.start_prompt, {"alignment": 0.21, "likeness": 0.8, "total": 0.505}),
+        ScoredPrompt(f"{intent.start_prompt}, golden hour lighting", {"alignment": 0.3, "likeness": 0.7, "total": 0.5}),
+    ]
+    return ProposalContext(
+        intent=intent, history=history, round_index=1, rng=random.Random(seed), score_names=["alignment", "likeness"]
+    )
 
 
 @pytest.mark.parametrize("kind", ["plain", "chat"])
@@ -73,7 +83,9 @@ def test_local_lm_is_asked_with_intent_and_scores_and_its_garbage_is_survived(ti
     assert proposer.uses_chat == (kind == "chat")
     asked = []
     generate = proposer._model.generate
-    proposer._model.generate = lambda **kw: asked.append(proposer._tokenizer.decode(kw["input_ids"][0])) or generate(**kw)
+    proposer._model.generate = lambda **kw: (
+        asked.append(proposer._tokenizer.decode(kw["input_ids"][0])) or generate(**kw)
+    )
     lines = proposer.propose(a_context(), 3)
     assert isinstance(lines, list) and all(isinstance(line, str) for line in lines)
     question = asked[0].replace(" ", "")  # the CLIP tokenizer decodes "0.505" as "0 . 5 0 5"
@@ -98,8 +110,14 @@ def test_local_lm_that_cannot_be_loaded_says_what_to_pass(tmp_path):
     intent = make_intent()
     evaluator = SyntheticEvaluator(intent)
     with pytest.raises(ProposerError):
-        run_search(evaluator, [intent], [LocalLMProposer(str(tmp_path / "no-such-model"))], SearchSettings(), tmp_path,
-                   progress=False)
+        run_search(
+            evaluator,
+            [intent],
+            [LocalLMProposer(str(tmp_path / "no-such-model"))],
+            SearchSettings(),
+            tmp_path,
+            progress=False,
+        )
     assert evaluator.calls == 0 and not (tmp_path / "candidates.csv").exists(), "it fails before any picture"
     with pytest.raises(ProposerError, match="search_lm_model"):
         make_proposers(["local_lm"])
@@ -117,7 +135,9 @@ def test_endpoint_proposer_speaks_the_openai_protocol(monkeypatch):
     assert request["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert request["body"]["model"] == "local-model"
     conversation = " ".join(message["content"] for message in request["body"]["messages"])
-    assert "person as an astronaut on Mars" in conversation and "0.505" in conversation and '"sks person"' in conversation
+    assert (
+        "person as an astronaut on Mars" in conversation and "0.505" in conversation and '"sks person"' in conversation
+    )
     intent = make_intent()
     cleaned = [clean_proposal(line, intent) for line in lines]
     assert cleaned[1:] == [
@@ -142,8 +162,9 @@ def test_endpoint_errors_are_retried_or_skipped_never_fatal(monkeypatch, caplog,
     monkeypatch.setenv("SDXLAB_TEST_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
     with FakeOpenAIServer(script=script, delay_s=1.0) as server:
-        proposer = EndpointProposer(server.base_url, "m", api_key_env="SDXLAB_TEST_KEY", timeout_s=0.3,
-                                    retries=retries, backoff_s=0.01)
+        proposer = EndpointProposer(
+            server.base_url, "m", api_key_env="SDXLAB_TEST_KEY", timeout_s=0.3, retries=retries, backoff_s=0.01
+        )
         lines = proposer.propose(a_context(), 2)
     assert len(server.requests) == requests
     assert bool(lines) == answered
@@ -156,8 +177,9 @@ def test_unreachable_endpoint_costs_a_round_not_the_run(caplog):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proposer = EndpointProposer(f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, timeout_s=0.5, retries=1,
-                                backoff_s=0.01)
+    proposer = EndpointProposer(
+        f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, timeout_s=0.5, retries=1, backoff_s=0.01
+    )
     assert proposer.propose(a_context(), 2) == []
     assert "no usable answer after 2 attempts" in caplog.text
 
@@ -167,11 +189,22 @@ def test_api_key_never_leaks_into_logs_csv_or_repr(monkeypatch, caplog, tmp_path
     caplog.set_level(logging.DEBUG)
     intent = make_intent()
     with FakeOpenAIServer(script=["500", "ok", "401", "malformed", "malformed", "malformed"]) as server:
-        proposer = make_proposers(["endpoint"], endpoint_url=server.base_url, endpoint_model="m",
-                                  endpoint_api_key_env="SDXLAB_TEST_KEY", endpoint_retries=2)[0]
+        proposer = make_proposers(
+            ["endpoint"],
+            endpoint_url=server.base_url,
+            endpoint_model="m",
+            endpoint_api_key_env="SDXLAB_TEST_KEY",
+            endpoint_retries=2,
+        )[0]
         proposer.backoff_s = 0.01
-        run_search(SyntheticEvaluator(intent), [intent], [proposer], SearchSettings(rounds=3, candidates_per_round=3,
-                   seeds=[0]), tmp_path, progress=False)
+        run_search(
+            SyntheticEvaluator(intent),
+            [intent],
+            [proposer],
+            SearchSettings(rounds=3, candidates_per_round=3, seeds=[0]),
+            tmp_path,
+            progress=False,
+        )
     assert all(request["headers"]["Authorization"] == f"Bearer {SECRET}" for request in server.requests)
     frame = pd.read_csv(tmp_path / "candidates.csv")
     assert "endpoint" in set(frame["proposer"]), "the endpoint's prompts were used"
@@ -254,8 +287,14 @@ def test_a_key_echoed_in_proposals_never_lands_in_the_output_files(monkeypatch, 
     evaluator = SyntheticEvaluator(intent)
     with FakeOpenAIServer(script=["echo"] * 4) as server:
         proposer = EndpointProposer(server.base_url, "m", api_key_env="SDXLAB_TEST_KEY", retries=0)
-        result = run_search(evaluator, [intent], [proposer], SearchSettings(rounds=3, candidates_per_round=3,
-                            seeds=[0]), tmp_path, progress=False)
+        result = run_search(
+            evaluator,
+            [intent],
+            [proposer],
+            SearchSettings(rounds=3, candidates_per_round=3, seeds=[0]),
+            tmp_path,
+            progress=False,
+        )
     assert "endpoint" in set(pd.read_csv(tmp_path / "candidates.csv")["proposer"]), "the other lines were used"
     checks = heldout_for_search(evaluator, result, [100_000, 100_001], finalists=3)
     report.write_outputs(tmp_path, report.best_prompts_summary(result, checks), checks)
@@ -286,18 +325,31 @@ def test_endpoint_gets_opt2i_feedback_best_and_worst_with_sub_scores_and_the_wea
         ScoredPrompt(intent.start_prompt, {"clip_t": 0.21, "likeness": 0.80, "total": 0.25}),
         ScoredPrompt(f"{intent.start_prompt}, oil painting, serene", {"clip_t": 0.31, "likeness": 0.20, "total": 0.32}),
         ScoredPrompt(f"{intent.start_prompt}, neon glow", {"clip_t": 0.19, "likeness": 0.60, "total": 0.22}),
-        ScoredPrompt(f"{intent.start_prompt}, golden hour lighting", {"clip_t": 0.26, "likeness": 0.70, "total": 0.295}),
+        ScoredPrompt(
+            f"{intent.start_prompt}, golden hour lighting", {"clip_t": 0.26, "likeness": 0.70, "total": 0.295}
+        ),
     ]
-    context = ProposalContext(intent=intent, history=history, round_index=2, rng=random.Random(0), top_k=2,
-                              score_names=["clip_t", "likeness"], weights={"clip_t": 1.0, "likeness": 0.05})
+    context = ProposalContext(
+        intent=intent,
+        history=history,
+        round_index=2,
+        rng=random.Random(0),
+        top_k=2,
+        score_names=["clip_t", "likeness"],
+        weights={"clip_t": 1.0, "likeness": 0.05},
+    )
     with FakeOpenAIServer() as server:
         EndpointProposer(server.base_url, "m", api_key_env=None).propose(context, 3)
     user = server.requests[0]["body"]["messages"][1]["content"]
     assert "What the person asks for: person as an astronaut on Mars" in user
     best, worst = user.split("Best prompts so far:")[1].split("Worst prompts so far")
-    assert "[total 0.320, clip_t 0.310, likeness 0.200] sks person as an astronaut on Mars, oil painting, serene" in best
+    assert (
+        "[total 0.320, clip_t 0.310, likeness 0.200] sks person as an astronaut on Mars, oil painting, serene" in best
+    )
     assert "golden hour lighting" in best and "neon glow" not in best
     assert "[total 0.220, clip_t 0.190, likeness 0.600] sks person as an astronaut on Mars, neon glow" in worst
     assert "total = 1 x clip_t + 0.05 x likeness" in user and "likeness: 0 = looks like a stranger" in user
     # the best prompt lags in likeness (0.2 vs 0.8 reached: 0.05 x 0.6 = 0.03 of total, more than clip_t's 0)
-    assert "The weakest part of the best prompt is likeness (0.200, while another prompt reached 0.800). Fix it:" in user
+    assert (
+        "The weakest part of the best prompt is likeness (0.200, while another prompt reached 0.800). Fix it:" in user
+    )

@@ -34,7 +34,9 @@ class RecipeWorld:
 
     def scores(self, prompt, seed, recipe):
         meaning = 0.3 - 0.01 * abs(recipe.guidance - BEST_GUIDANCE) + 0.0001 * (len(prompt) % 7)
-        likeness = 0.7 - 0.5 * abs(recipe.lora_scale - BEST_LORA) + (0.1 if recipe.negative_prompt == BEST_NEGATIVE else 0)
+        likeness = (
+            0.7 - 0.5 * abs(recipe.lora_scale - BEST_LORA) + (0.1 if recipe.negative_prompt == BEST_NEGATIVE else 0)
+        )
         return {"meaning": meaning, "likeness": likeness, "total": meaning + 0.1 * likeness + 0.0001 * seed}
 
     def evaluate(self, intent, prompts, seeds, recipes=None):

@@ -11,7 +11,7 @@ from sdxlab.prompt_search.why import added_parts, leave_one_out
 
 
 class World:
-    """"golden hour lighting" adds meaning, LoRA scale 0.8 adds likeness; nothing else matters."""
+    """ "golden hour lighting" adds meaning, LoRA scale 0.8 adds likeness; nothing else matters."""
 
     score_names = ["clip_t", "likeness"]
 
@@ -31,8 +31,11 @@ class World:
 def test_each_added_part_and_recipe_setting_is_taken_away_once_and_its_effect_shown():
     intent = Intent.create("{subject} as an astronaut on Mars", "sks", "person")
     start = ScoredPrompt(intent.start_prompt, {}, recipe=Recipe("", 5.0, 1.0))
-    pick = ScoredPrompt(f"{intent.start_prompt}, golden hour lighting, 8k", {},
-                        recipe=Recipe("blurry, lowres, jpeg artifacts", 7.0, 0.8))
+    pick = ScoredPrompt(
+        f"{intent.start_prompt}, golden hour lighting, 8k",
+        {},
+        recipe=Recipe("blurry, lowres, jpeg artifacts", 7.0, 0.8),
+    )
     assert added_parts(pick.prompt, start.prompt) == ["golden hour lighting", "8k"]
     world = World()
     rows = leave_one_out(world, intent, pick, start, [0, 1], max_parts=6)
@@ -44,7 +47,10 @@ def test_each_added_part_and_recipe_setting_is_taken_away_once_and_its_effect_sh
     assert by["lora_scale"]["change_likeness"] == pytest.approx(-0.2) and by["lora_scale"]["lora_scale"] == 1.0
     assert by["guidance"]["change_total"] == pytest.approx(0.0) and by["guidance"]["guidance"] == 5.0
     assert by["headline"]["change_total"] == 0.0
-    assert "golden hour lighting" not in by["golden hour lighting"]["prompt"] and "8k" in by["golden hour lighting"]["prompt"]
+    assert (
+        "golden hour lighting" not in by["golden hour lighting"]["prompt"]
+        and "8k" in by["golden hour lighting"]["prompt"]
+    )
     assert len(world.rendered) == 6 * 2
 
     bounded = World()

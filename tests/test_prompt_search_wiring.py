@@ -27,8 +27,9 @@ class Column:
 
 
 def test_total_leaves_out_a_term_that_does_not_apply_and_keeps_the_scale():
-    objective = Objective({"a": Column("clip_t", [0.3, 0.3]), "b": Column("mood", [math.nan, 0.5])},
-                          {"clip_t": 1.0, "mood": 0.05})
+    objective = Objective(
+        {"a": Column("clip_t", [0.3, 0.3]), "b": Column("mood", [math.nan, 0.5])}, {"clip_t": 1.0, "mood": 0.05}
+    )
     intent = Intent.create("{subject} as an astronaut, smiling", "sks", "person")
     no_mood, mood = objective.score([None, None], intent)
     assert no_mood["total"] == pytest.approx(0.3 * 1.05)  # no mood asked: clip_t carries all the weight
@@ -75,8 +76,9 @@ def test_the_search_goes_on_without_mood_when_its_weights_are_missing(monkeypatc
     from sdxlab.evaluate import expression
 
     def unavailable(download=True, timeout=120):
-        raise expression.ExpressionUnavailable("The expression model is not cached and downloading was turned off; "
-                                               "allow the download once to grade moods.")
+        raise expression.ExpressionUnavailable(
+            "The expression model is not cached and downloading was turned off; allow the download once to grade moods."
+        )
 
     monkeypatch.setattr(expression, "expression_model_path", unavailable)
     expression._cached_network.cache_clear() if hasattr(expression._cached_network, "cache_clear") else None
@@ -95,8 +97,12 @@ class RecordingProposer:
 
     def propose(self, context, count):
         self.feedback.append(list(context.feedback))
-        return [f"{context.intent.start_prompt}, {word}" for word in
-                ["red dust", "helmet", "stars", "golden light", "portrait", "wide shot"][:count + context.round_index]]
+        return [
+            f"{context.intent.start_prompt}, {word}"
+            for word in ["red dust", "helmet", "stars", "golden light", "portrait", "wide shot"][
+                : count + context.round_index
+            ]
+        ]
 
 
 def test_candidates_keep_every_part_column_and_the_weakest_part_reaches_the_proposers(tmp_path):
@@ -109,7 +115,9 @@ def test_candidates_keep_every_part_column_and_the_weakest_part_reaches_the_prop
     run_search(evaluator, [intent], [proposer], settings, tmp_path, progress=False)
 
     frame = pd.read_csv(tmp_path / "candidates.csv")
-    assert {"intent_parts", "part_who", "part_where", "part_mood", "weakest_part", "mood", "mood_top"} <= set(frame.columns)
+    assert {"intent_parts", "part_who", "part_where", "part_mood", "weakest_part", "mood", "mood_top"} <= set(
+        frame.columns
+    )
     assert frame["weakest_part"].isin(["who", "where", "doing", "style", "mood"]).all()
     assert proposer.feedback and all(len(lines) == 1 and "least" in lines[0] for lines in proposer.feedback)
 
@@ -128,8 +136,10 @@ def test_the_front_shows_mood_as_a_third_axis_only_when_a_mood_is_asked_for():
     intent = Intent.create(INTENT, "sks", "person")
 
     def search(mood):
-        history = [ScoredPrompt(f"p{i}", {"likeness": i / 5, "clip_t": 0.3 - i / 100, "mood": mood(i), "total": 0.3})
-                   for i in range(5)]
+        history = [
+            ScoredPrompt(f"p{i}", {"likeness": i / 5, "clip_t": 0.3 - i / 100, "mood": mood(i), "total": 0.3})
+            for i in range(5)
+        ]
         return SimpleNamespace(intent=intent, history=history, start=history[0], best=lambda count=1: history[:count])
 
     with_mood = pareto_figure([search(lambda i: i / 4)])
@@ -140,8 +150,9 @@ def test_the_front_shows_mood_as_a_third_axis_only_when_a_mood_is_asked_for():
 
 def test_vqa_without_a_model_or_with_a_missing_one_is_left_out_with_a_sentence():
     unset = build_objective({"clip_t": 1.0, "vqa": 0.1}, clip_model="tiny", device="cpu")
-    missing = build_objective({"clip_t": 1.0, "vqa": 0.1}, clip_model="tiny", device="cpu",
-                              vqa_model="/nonexistent/blip-vqa")
+    missing = build_objective(
+        {"clip_t": 1.0, "vqa": 0.1}, clip_model="tiny", device="cpu", vqa_model="/nonexistent/blip-vqa"
+    )
     for objective in (unset, missing):
         assert objective.terms == {"clip_t": 1.0}
         assert len(objective.notes) == 1 and objective.notes[0].startswith("vqa: ")
@@ -155,8 +166,14 @@ def test_the_language_model_is_told_the_weakest_part():
 
     intent = Intent.create(INTENT, "sks", "person")
     sentence = "The pictures show the where part ('on Mars') least (score 0.31); make it clearer or more prominent in the prompt."
-    context = ProposalContext(intent, [ScoredPrompt(intent.start_prompt, {"clip_t": 0.3, "total": 0.3})], 1,
-                              random.Random(0), score_names=["clip_t"], feedback=[sentence])
+    context = ProposalContext(
+        intent,
+        [ScoredPrompt(intent.start_prompt, {"clip_t": 0.3, "total": 0.3})],
+        1,
+        random.Random(0),
+        score_names=["clip_t"],
+        feedback=[sentence],
+    )
     assert sentence in revision_messages(context, 3)[1]["content"]
     context.feedback = []
     assert "least" not in revision_messages(context, 3)[1]["content"]

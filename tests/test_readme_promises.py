@@ -9,7 +9,7 @@ import re
 def named_tests(readme: str) -> list[tuple[str, str | None]]:
     """(file, test) pairs from the README's promise table; `::name` continues the file named before it."""
     start = readme.index("## What you can rely on")
-    table = readme[start: readme.index("\n## ", start + 3)]
+    table = readme[start : readme.index("\n## ", start + 3)]
     pairs = []
     for row in table.splitlines():
         if not row.startswith("|") or "test" not in row:
@@ -29,6 +29,9 @@ def test_every_test_the_readme_names_exists(project):
         path = project / "tests" / file
         assert path.is_file(), f"README names {file}, which does not exist"
         if name:
-            defined = {node.name for node in ast.walk(ast.parse(path.read_text()))
-                       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            defined = {
+                node.name
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            }
             assert name in defined, f"README names {file}::{name}, which does not exist"

@@ -65,8 +65,9 @@ def test_failing_notebook_stops_the_run_naming_notebook_cell_and_error(tmp_path)
     notebooks.mkdir()
     _write_notebooks(notebooks, failing_stage="02_train")
     with pytest.raises(RunError) as error:
-        run_pipeline("demo", {"outputs_dir": str(tmp_path / "out")}, run="failing", notebooks=notebooks,
-                     log=lambda *_: None)
+        run_pipeline(
+            "demo", {"outputs_dir": str(tmp_path / "out")}, run="failing", notebooks=notebooks, log=lambda *_: None
+        )
     message = str(error.value)
     assert "02_train" in message and "cell" in message and "the photos folder is empty" in message
     executed = tmp_path / "out" / "failing" / "notebooks"
@@ -76,8 +77,12 @@ def test_failing_notebook_stops_the_run_naming_notebook_cell_and_error(tmp_path)
 
 
 def test_command_line_errors_are_one_line():
-    result = subprocess.run([sys.executable, "-m", "sdxlab", "run", "--profile", "demo", "-p", "stepz=3"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "sdxlab", "run", "--profile", "demo", "-p", "stepz=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "Unknown parameter(s) stepz" in result.stderr

@@ -45,7 +45,6 @@ def max_difference(first, second) -> int:
     return int(np.abs(pixels(first) - pixels(second)).max())
 
 
-
 @pytest.fixture(scope="module")
 def lora_files(tmp_path_factory, tiny_model_dir):
     """A LoRA on the tiny UNet and first text encoder, exported by the trainer's exporter in both formats, plus embeddings."""
@@ -54,9 +53,12 @@ def lora_files(tmp_path_factory, tiny_model_dir):
     from sdxlab.train.export import export_lora
 
     pipe = load_pipeline("tiny")
-    unet_config = LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                             target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    text_config = LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian", target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    unet_config = LoraConfig(
+        r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+    )
+    text_config = LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights="gaussian", target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]
+    )
     pipe.unet.add_adapter(unet_config)
     pipe.text_encoder.add_adapter(text_config)
     generator = torch.Generator().manual_seed(0)
@@ -65,9 +67,16 @@ def lora_files(tmp_path_factory, tiny_model_dir):
             parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
     embeddings = {"clip_l": torch.randn(2, 32, generator=generator), "clip_g": torch.randn(2, 64, generator=generator)}
     folder = tmp_path_factory.mktemp("lora")
-    files = export_lora(folder, "subject", get_peft_model_state_dict(pipe.unet),
-                        text_encoder_lora=get_peft_model_state_dict(pipe.text_encoder), embeddings=embeddings,
-                        unet_lora_config=unet_config, text_encoder_lora_config=text_config, unet_config=pipe.unet.config)
+    files = export_lora(
+        folder,
+        "subject",
+        get_peft_model_state_dict(pipe.unet),
+        text_encoder_lora=get_peft_model_state_dict(pipe.text_encoder),
+        embeddings=embeddings,
+        unet_lora_config=unet_config,
+        text_encoder_lora_config=text_config,
+        unet_config=pipe.unet.config,
+    )
     return files
 
 
@@ -90,8 +99,10 @@ def test_fill_subject_expands_placeholder_and_token():
     assert fill_subject("a photo of {subject}", "sks", "person") == "a photo of sks person"
     assert fill_subject("{subject} person at the beach", "sks", "person") == "sks person at the beach"
     assert fill_subject("a photo of sks person", "sks", "person") == "a photo of sks person"
-    assert fill_subject("a photo of sks person, asks nothing", "sks", "person", TOKENS) == \
-        "a photo of <s0><s1> person, asks nothing"
+    assert (
+        fill_subject("a photo of sks person, asks nothing", "sks", "person", TOKENS)
+        == "a photo of <s0><s1> person, asks nothing"
+    )
     assert fill_subject("{subject} and {subject}", "sks", "person", TOKENS) == "<s0><s1> person and <s0><s1> person"
     assert fill_subject("a red car", "sks", "person", TOKENS) == "a red car"
     once = fill_subject("a photo of {subject}, sks smiling", "sks", "woman", TOKENS)
@@ -104,10 +115,22 @@ def test_fill_subject_expands_placeholder_and_token():
 def test_parameters_text_round_trip_keeps_awkward_values(tmp_path):
     from PIL import Image
 
-    params = {"prompt": "sks person: portrait, 50mm\nsecond line «ü»", "negative_prompt": "blurry, \"bad\" hands",
-              "seed": 4294967295, "steps": 7, "guidance": 6.5, "width": 64, "height": 96, "scheduler": "dpmpp_2m_karras",
-              "lora_scale": 0.7, "lora_file": "lora/subject, v2.safetensors", "checkpoint": "step_000100",
-              "model": "C:\\models\\sdxl.safetensors", "batch_size": 3, "batch_pos": 2}
+    params = {
+        "prompt": "sks person: portrait, 50mm\nsecond line «ü»",
+        "negative_prompt": 'blurry, "bad" hands',
+        "seed": 4294967295,
+        "steps": 7,
+        "guidance": 6.5,
+        "width": 64,
+        "height": 96,
+        "scheduler": "dpmpp_2m_karras",
+        "lora_scale": 0.7,
+        "lora_file": "lora/subject, v2.safetensors",
+        "checkpoint": "step_000100",
+        "model": "C:\\models\\sdxl.safetensors",
+        "batch_size": 3,
+        "batch_pos": 2,
+    }
     text = format_parameters(params)
     assert "Sampler: DPM++ 2M, Schedule type: Karras" in text and "CFG scale: 6.5" in text
     target = tmp_path / "image.png"
@@ -119,9 +142,11 @@ def test_parameters_text_round_trip_keeps_awkward_values(tmp_path):
 
 
 def test_parses_what_automatic1111_writes():
-    text = ("masterpiece, a photo of a cat\nNegative prompt: lowres, bad anatomy\n"
-            "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 512x768, "
-            "Model hash: 31e35c80fc, Model: sd_xl_base_1.0, Lora hashes: \"me: 8a9b\", Version: v1.7.0")
+    text = (
+        "masterpiece, a photo of a cat\nNegative prompt: lowres, bad anatomy\n"
+        "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 512x768, "
+        'Model hash: 31e35c80fc, Model: sd_xl_base_1.0, Lora hashes: "me: 8a9b", Version: v1.7.0'
+    )
     parsed = parse_parameters(text)
     assert parsed["prompt"] == "masterpiece, a photo of a cat"
     assert parsed["negative_prompt"] == "lowres, bad anatomy"
@@ -183,23 +208,39 @@ def a1111_paste_loras(res: dict, files_by_short_hash: dict[str, str]) -> str:
 def addnet_hash(path: Path) -> str:
     """sha256 of a safetensors file's bytes after its header: kohya's and A1111's LoRA hash."""
     data = path.read_bytes()
-    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()
 
 
 def test_automatic1111_reads_back_the_lora_tag_and_hash_and_the_schedule(sampler, lora_files, tmp_path):
     from PIL import Image
 
     sampler.load_lora(lora_files.diffusers)
-    made = sampler.generate(["a portrait of {subject}"], [5], steps=STEPS, lora_scale=0.7, scheduler="dpmpp_2m",
-                            negative_prompt="blurry", progress=False)
-    made += sampler.generate(["a portrait of {subject}"], [5], steps=STEPS, lora_scale=0.7,
-                             scheduler="dpmpp_2m_karras", negative_prompt="blurry", progress=False)
+    made = sampler.generate(
+        ["a portrait of {subject}"],
+        [5],
+        steps=STEPS,
+        lora_scale=0.7,
+        scheduler="dpmpp_2m",
+        negative_prompt="blurry",
+        progress=False,
+    )
+    made += sampler.generate(
+        ["a portrait of {subject}"],
+        [5],
+        steps=STEPS,
+        lora_scale=0.7,
+        scheduler="dpmpp_2m_karras",
+        negative_prompt="blurry",
+        progress=False,
+    )
     rows = save_samples(made, tmp_path, name="batch")
     plain, karras = (a1111_parse(Image.open(tmp_path / file).info["parameters"]) for file in rows["file"])
     # The LoRA is named as the file A1111 loads (the kohya file beside the diffusers one) with the weight used...
     kohya_name = lora_files.kohya.stem
     assert plain["Prompt"] == f"a portrait of sks person <lora:{kohya_name}:0.7>"
-    assert [match.groups() for match in A1111_EXTRA_NETWORK.finditer(plain["Prompt"])] == [("lora", f"{kohya_name}:0.7")]
+    assert [match.groups() for match in A1111_EXTRA_NETWORK.finditer(plain["Prompt"])] == [
+        ("lora", f"{kohya_name}:0.7")
+    ]
     # ...and A1111's hash of that file, so A1111 finds it under whatever name it was saved.
     short_hash = addnet_hash(lora_files.kohya)[:12]
     assert plain["Lora hashes"] == f"{kohya_name}: {short_hash}"
@@ -207,7 +248,12 @@ def test_automatic1111_reads_back_the_lora_tag_and_hash_and_the_schedule(sampler
     # The schedule actually used, never left to A1111 1.9's Karras default for DPM++ 2M.
     assert (plain["Sampler"], plain["Schedule type"]) == ("DPM++ 2M", "Uniform")
     assert (karras["Sampler"], karras["Schedule type"]) == ("DPM++ 2M", "Karras")
-    assert (plain["Steps"], plain["Seed"], plain["CFG scale"], plain["Negative prompt"]) == (str(STEPS), "5", "5.0", "blurry")
+    assert (plain["Steps"], plain["Seed"], plain["CFG scale"], plain["Negative prompt"]) == (
+        str(STEPS),
+        "5",
+        "5.0",
+        "blurry",
+    )
     assert (plain["Size-1"], plain["Size-2"]) == tuple(str(side) for side in sampler.native_size)
     assert "Model hash" not in plain  # the tiny model is a diffusers folder: A1111 has no checkpoint to match
     # sdxlab itself reads its own prompt back without the tag, and the scheduler from the schedule type.
@@ -238,27 +284,54 @@ def test_a_kohya_or_foreign_lora_is_named_and_hashed_as_itself(sampler, lora_fil
 def test_model_hash_is_a1111s_short_hash_of_a_single_checkpoint_file(sampler, tmp_path):
     checkpoint = tmp_path / "my_sdxl.safetensors"
     checkpoint.write_bytes(b"not really weights, but hashed the same way" * 1000)
-    assert Sampler(sampler.pipe, model=str(checkpoint)).model_hash == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    assert (
+        Sampler(sampler.pipe, model=str(checkpoint)).model_hash
+        == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    )
     assert Sampler(sampler.pipe, model="tiny").model_hash is None  # a diffusers folder
     assert Sampler(sampler.pipe, model="stabilityai/stable-diffusion-xl-base-1.0").model_hash is None  # a hub id
-    params = {"prompt": "x", "seed": 1, "steps": 2, "guidance": 5.0, "width": 64, "height": 64, "scheduler": "euler",
-              "model": str(checkpoint), "model_hash": "0123456789"}
+    params = {
+        "prompt": "x",
+        "seed": 1,
+        "steps": 2,
+        "guidance": 5.0,
+        "width": 64,
+        "height": 64,
+        "scheduler": "euler",
+        "model": str(checkpoint),
+        "model_hash": "0123456789",
+    }
     parsed = a1111_parse(format_parameters(params))
-    assert parsed["Model hash"] == "0123456789" and parse_parameters(format_parameters(params))["model_hash"] == "0123456789"
+    assert (
+        parsed["Model hash"] == "0123456789"
+        and parse_parameters(format_parameters(params))["model_hash"] == "0123456789"
+    )
 
 
 def test_png_parameters_recreate_the_image_exactly(sampler, lora_files, tmp_path):
     from PIL import Image
 
     sampler.load_lora(lora_files.diffusers)
-    made = sampler.generate(["a portrait of {subject}, soft light"], [7, 8], negative_prompt="blurry", steps=STEPS,
-                            guidance=6.0, lora_scale=0.7, scheduler="dpmpp_2m_karras", batch_size=2, progress=False)
+    made = sampler.generate(
+        ["a portrait of {subject}, soft light"],
+        [7, 8],
+        negative_prompt="blurry",
+        steps=STEPS,
+        guidance=6.0,
+        lora_scale=0.7,
+        scheduler="dpmpp_2m_karras",
+        batch_size=2,
+        progress=False,
+    )
     rows = save_samples(made, tmp_path, name="batch")
     assert list(read_samples(tmp_path).columns) == CSV_COLUMNS
     for row, original in zip(rows.itertuples(), made, strict=True):
         params = read_parameters(tmp_path / row.file)
         assert params["lora_file"] == str(lora_files.diffusers) and params["lora_scale"] == 0.7
-        assert params["prompt"] == row.prompt and f"{row.prompt} <lora:" in Image.open(tmp_path / row.file).info["parameters"]
+        assert (
+            params["prompt"] == row.prompt
+            and f"{row.prompt} <lora:" in Image.open(tmp_path / row.file).info["parameters"]
+        )
         assert (params["batch_size"], params["batch_pos"]) == (2, row.Index)
         again = sampler.recreate(params)
         assert max_difference(again.image, original.image) == 0
@@ -398,9 +471,16 @@ def test_from_run_loads_the_trained_lora_and_pivotal_tokens(tmp_path, lora_files
     layout.ensure(layout.lora)
     for path in (lora_files.diffusers, lora_files.kohya, lora_files.embeddings):
         (layout.lora / path.name).write_bytes(path.read_bytes())
-    config = {"model": "tiny", "subject_token": "sks", "class_word": "person", "lora_name": "subject",
-              "lora_file": lora_files.diffusers.name, "kohya_file": lora_files.kohya.name,
-              "embeddings_file": lora_files.embeddings.name, "tokens": TOKENS}
+    config = {
+        "model": "tiny",
+        "subject_token": "sks",
+        "class_word": "person",
+        "lora_name": "subject",
+        "lora_file": lora_files.diffusers.name,
+        "kohya_file": lora_files.kohya.name,
+        "embeddings_file": lora_files.embeddings.name,
+        "tokens": TOKENS,
+    }
     (layout.lora / "train_config.json").write_text(json.dumps(config))
     trained = Sampler.from_run(layout, device="cpu")
     assert trained.lora is not None and trained.tokens == TOKENS
@@ -419,7 +499,9 @@ def test_training_checkpoints_are_sampled_and_the_final_lora_comes_back(sampler,
 
     layout = RunLayout.for_run("checkpoints", tmp_path)
     layout.ensure(layout.lora)
-    (layout.lora / "train_config.json").write_text(json.dumps({"lora_name": "subject", "lora_file": "subject.safetensors"}))
+    (layout.lora / "train_config.json").write_text(
+        json.dumps({"lora_name": "subject", "lora_file": "subject.safetensors"})
+    )
     for step, source in ((20, lora_files.kohya), (100, lora_files.diffusers)):
         folder = layout.ensure(layout.lora / "checkpoints" / f"step_{step:06d}")
         (folder / "subject.safetensors").write_bytes(source.read_bytes())
@@ -438,8 +520,11 @@ def test_training_checkpoints_are_sampled_and_the_final_lora_comes_back(sampler,
     assert sampler.lora.path == lora_files.diffusers  # the sampler's own LoRA is back
     assert max_difference(over_training[1].image, final[0].image) <= 1  # step_000100 holds the same weights
     grid = checkpoint_grid(over_training[::-1] + final)
-    assert [axis.get_title().split("\n")[0] for axis in grid.axes if axis.get_title()] == \
-        ["step_000020", "step_000100", "final"]
+    assert [axis.get_title().split("\n")[0] for axis in grid.axes if axis.get_title()] == [
+        "step_000020",
+        "step_000100",
+        "final",
+    ]
 
 
 # --- sample files and grids --------------------------------------------------------------------------------------
@@ -463,8 +548,9 @@ def test_grids_are_labelled_with_prompts_seeds_and_scales(base_images):
     grid = prompt_seed_grid(base_images, title="prompts × seeds")
     titles = [axis.get_title() for axis in grid.axes if axis.get_title()]
     assert titles == ["a photo of sks person\nseed 1", "a photo of sks person\nseed 2"]
-    sweep = [GeneratedImage(item.image, {**item.params, "lora_scale": scale}) for scale in (1.0, 0.0)
-             for item in base_images]
+    sweep = [
+        GeneratedImage(item.image, {**item.params, "lora_scale": scale}) for scale in (1.0, 0.0) for item in base_images
+    ]
     grid = lora_scale_grid(sweep, title="sweep")
     titles = [axis.get_title() for axis in grid.axes if axis.get_title()]
     assert titles[:2] == ["LoRA scale 0\nseed 1", "LoRA scale 1\nseed 1"]  # weaker to stronger, one row per seed

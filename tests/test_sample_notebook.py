@@ -35,8 +35,12 @@ def recorded(demo_run) -> dict:
 
 def notebook_text(demo_run) -> str:
     executed = nbformat.read(demo_run.notebooks / "03_sample.ipynb", as_version=4)
-    return "\n".join(str(output.get("text", "")) for cell in executed.cells if cell.cell_type == "code"
-                     for output in cell.get("outputs", []))
+    return "\n".join(
+        str(output.get("text", ""))
+        for cell in executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
 
 
 def test_batch_pngs_carry_their_parameters_and_match_samples_csv(demo_run, parameters):
@@ -64,7 +68,11 @@ def test_the_demo_samples_its_trained_lora_with_a_lora_scale_sweep(demo_run, par
     sweep = index[index["file"].str.startswith("sweep_")]
     assert recorded["sweep_scales"] == pytest.approx(sorted(parameters["sample_lora_scales"]))
     assert sorted(set(sweep["lora_scale"])) == pytest.approx(sorted(parameters["sample_lora_scales"]))
-    assert recorded["sweep_images"] == len(sweep) == len(parameters["sample_lora_scales"]) * len(parameters["sample_seeds"])
+    assert (
+        recorded["sweep_images"]
+        == len(sweep)
+        == len(parameters["sample_lora_scales"]) * len(parameters["sample_seeds"])
+    )
     assert (demo_run.samples / "grid_lora_scale.png").stat().st_size > 0
     assert set(sweep["checkpoint"]) == {"final"} and set(sweep["lora_file"]) == {recorded["lora_file"]}
 
@@ -83,14 +91,19 @@ def test_recorded_results_match_samples_csv(demo_run, parameters, recorded):
 def test_every_training_checkpoint_is_sampled_with_the_first_prompt(demo_run, parameters):
     index = read_samples(demo_run.samples)
     over_training = index[index["file"].str.startswith("checkpoints_")]
-    saved = sorted(folder.name for folder in (demo_run.lora / "checkpoints").glob("step_*")
-                   if (folder / "checkpoint.json").is_file())
+    saved = sorted(
+        folder.name
+        for folder in (demo_run.lora / "checkpoints").glob("step_*")
+        if (folder / "checkpoint.json").is_file()
+    )
     if not saved or parameters["sample_checkpoints"] != "all":
         pytest.skip("the demo run has no training checkpoints to compare (or sample_checkpoints is not 'all')")
     assert sorted(set(over_training["checkpoint"])) == saved
     assert len(over_training) == len(saved) * len(parameters["sample_seeds"])
-    assert all(row.lora_file == f"lora/checkpoints/{row.checkpoint}/{Path(row.lora_file).name}"
-               for row in over_training.itertuples())
+    assert all(
+        row.lora_file == f"lora/checkpoints/{row.checkpoint}/{Path(row.lora_file).name}"
+        for row in over_training.itertuples()
+    )
     assert (demo_run.samples / "grid_checkpoints.png").stat().st_size > 0
 
 

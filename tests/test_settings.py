@@ -48,8 +48,13 @@ def test_a_name_shared_by_two_notebooks_has_one_default_and_one_help():
 def test_stage_knobs_carry_their_prefix():
     """`-p guidance_scale=7` used to change 03 only: every stage's knob now says whose it is."""
     shared = {"photos_dir", "keep_anyway", "captions_override", "lora_name", "clip_model"}
-    prefixes = {"01_capture": "capture_", "02_train": "train_", "03_sample": "sample_", "04_evaluate": "evaluate_",
-                "05_prompt_search": "search_"}
+    prefixes = {
+        "01_capture": "capture_",
+        "02_train": "train_",
+        "03_sample": "sample_",
+        "04_evaluate": "evaluate_",
+        "05_prompt_search": "search_",
+    }
     for stage, prefix in prefixes.items():
         names = [p.name for p in stage_parameters(stage)[8:]]
         assert all(name.startswith(prefix) or name in shared for name in names), names
@@ -74,11 +79,15 @@ def test_the_command_line_trainer_and_the_notebook_train_with_the_same_settings(
     from sdxlab.train.config import COMMON_PARAMETERS
 
     _, plan = plan_run("sdxl", only=["02"], run="same")
-    notebook_defaults = {name: ast.literal_eval(node.value) for node in ast.parse(committed_cell(project, "02_train")).body
-                         for name in [node.targets[0].id]}
+    notebook_defaults = {
+        name: ast.literal_eval(node.value)
+        for node in ast.parse(committed_cell(project, "02_train")).body
+        for name in [node.targets[0].id]
+    }
     from_notebook = TrainConfig.from_parameters({**notebook_defaults, **plan[0].parameters})
-    from_cli = TrainConfig.from_parameters({k: v for k, v in load_profile("sdxl").items()
-                                            if k.startswith("train_") or k in COMMON_PARAMETERS})
+    from_cli = TrainConfig.from_parameters(
+        {k: v for k, v in load_profile("sdxl").items() if k.startswith("train_") or k in COMMON_PARAMETERS}
+    )
     assert from_cli.to_dict() == from_notebook.to_dict()
 
 
@@ -92,16 +101,21 @@ def test_library_generation_defaults_are_the_declared_ones():
     for function in (Sampler.generate, Sampler.generate_pairs, Playground.__init__, SamplerGenerator.__init__):
         signature = inspect.signature(function).parameters
         for name, value in DEFAULTS.kwargs().items():
-            assert signature[name].default == value, f"{function.__qualname__}({name}=...) differs from GenerationSettings"
+            assert signature[name].default == value, (
+                f"{function.__qualname__}({name}=...) differs from GenerationSettings"
+            )
 
 
 def test_help_lists_every_parameter_with_default_and_help():
-    result = subprocess.run([sys.executable, "-m", "sdxlab", "run", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "sdxlab", "run", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
     for parameter in all_parameters().values():
         assert f"{parameter.name} = {literal(parameter.default)}  # {parameter.help}" in result.stdout
-    train = subprocess.run([sys.executable, "-m", "sdxlab.train", "--help"], capture_output=True, text=True, timeout=120)
+    train = subprocess.run(
+        [sys.executable, "-m", "sdxlab.train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert train.returncode == 0
     assert "train_lora_rank = 4  # LoRA rank" in train.stdout and "sample_steps" not in train.stdout
 
@@ -161,17 +175,21 @@ def test_notebook_settings_construction_checks_the_same_way():
     with pytest.raises(SettingsError, match="Unknown sample parameter sample_stpes"):
         SampleSettings.from_parameters({"sample_stpes": 3})
     settings = SampleSettings.from_parameters({"sample_guidance": "7", "sample_steps": 12, "sample": object()})
-    assert settings.generation == GenerationSettings(steps=12, guidance=7.0, negative_prompt=settings.negative_prompt,
-                                                     batch_size=4)
+    assert settings.generation == GenerationSettings(
+        steps=12, guidance=7.0, negative_prompt=settings.negative_prompt, batch_size=4
+    )
 
 
 def run_cli(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "sdxlab", "run", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "sdxlab", "run", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
 
 
-@pytest.mark.parametrize("args", [["--run", "../evil"], ["-p", "sample_prompts=[a, b"], ["-p", "train_steps=abc"],
-                                  ["-p", "sample_scheduler=ddim"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--run", "../evil"], ["-p", "sample_prompts=[a, b"], ["-p", "train_steps=abc"], ["-p", "sample_scheduler=ddim"]],
+)
 def test_command_line_refuses_bad_input_in_one_line_without_traceback(args, tmp_path):
     result = run_cli("--profile", "demo", "-p", f"outputs_dir={tmp_path}", *args)
     assert result.returncode == 2
@@ -196,8 +214,18 @@ def test_malformed_profile_file_is_one_line(tmp_path, project):
 
 def test_a_key_pasted_as_the_variable_name_is_refused_before_any_notebook_is_written(tmp_path):
     secret = "sk-proj-" + "Zq8" * 12
-    result = run_cli("--profile", "demo", "--only", "05", "--run", "leak", "-p", f"outputs_dir={tmp_path}",
-                     "-p", f"search_endpoint_api_key_env={secret}")
+    result = run_cli(
+        "--profile",
+        "demo",
+        "--only",
+        "05",
+        "--run",
+        "leak",
+        "-p",
+        f"outputs_dir={tmp_path}",
+        "-p",
+        f"search_endpoint_api_key_env={secret}",
+    )
     assert result.returncode == 2
     assert "search_endpoint_api_key_env must be the NAME of an environment variable" in result.stderr
     assert secret not in result.stderr + result.stdout
@@ -213,8 +241,16 @@ def test_variable_names_pass(name):
     assert PromptSearchSettings(endpoint_api_key_env=name).endpoint_api_key_env == name
 
 
-@pytest.mark.parametrize("value", ["sk-abc", "hf_AbCdEfGhIjKlMnOpQrStUv", "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-                                   "aZ3kP9qL2mX7vB4nC8dF1gH6", "Bearer abc"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-abc",
+        "hf_AbCdEfGhIjKlMnOpQrStUv",
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "aZ3kP9qL2mX7vB4nC8dF1gH6",
+        "Bearer abc",
+    ],
+)
 def test_secrets_are_refused_without_being_echoed(value):
     from sdxlab.prompt_search.settings import PromptSearchSettings
 
@@ -234,6 +270,7 @@ def test_settings_command_checks_the_cells_and_the_tiny_model_name_is_the_loader
     from sdxlab.models import TINY_MODEL
 
     assert CommonSettings().model == TINY_MODEL
-    result = subprocess.run([sys.executable, "-m", "sdxlab.settings", "--check"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "sdxlab.settings", "--check"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

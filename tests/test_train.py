@@ -19,16 +19,38 @@ from sdxlab.train.export import load_embeddings, lora_pair_count
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RESOLUTION = 64
-REQUIRED_CONFIG_KEYS = {"model", "resolution", "subject_token", "class_word", "lora_name", "lora_file", "kohya_file",
-                        "embeddings_file", "tokens", "dataset_hash", "train_steps", "train_learning_rate",
-                        "train_lora_rank"}
-
+REQUIRED_CONFIG_KEYS = {
+    "model",
+    "resolution",
+    "subject_token",
+    "class_word",
+    "lora_name",
+    "lora_file",
+    "kohya_file",
+    "embeddings_file",
+    "tokens",
+    "dataset_hash",
+    "train_steps",
+    "train_learning_rate",
+    "train_lora_rank",
+}
 
 
 def tiny_config(dataset, output, **options) -> TrainConfig:
-    values = dict(dataset_dir=dataset, output_dir=output, model="tiny", resolution=RESOLUTION, steps=4, batch_size=2,
-                  lora_rank=4, lr_warmup_steps=0, checkpoint_every=2, validation_prompts=[], device="cpu",
-                  progress=False)
+    values = dict(
+        dataset_dir=dataset,
+        output_dir=output,
+        model="tiny",
+        resolution=RESOLUTION,
+        steps=4,
+        batch_size=2,
+        lora_rank=4,
+        lr_warmup_steps=0,
+        checkpoint_every=2,
+        validation_prompts=[],
+        device="cpu",
+        progress=False,
+    )
     return TrainConfig(**{**values, **options})
 
 
@@ -38,16 +60,34 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("trained")
     dataset = write_train_dataset(root / "dataset", count=4)
-    config = tiny_config(dataset, root / "lora", steps=80, batch_size=4, lora_rank=8, learning_rate=1e-2,
-                         flip=False, checkpoint_every=40, keep_checkpoints=0, validation_prompts=["a photo of {subject}"],
-                         validation_seeds=[0], validation_steps=2)
+    config = tiny_config(
+        dataset,
+        root / "lora",
+        steps=80,
+        batch_size=4,
+        lora_rank=8,
+        learning_rate=1e-2,
+        flip=False,
+        checkpoint_every=40,
+        keep_checkpoints=0,
+        validation_prompts=["a photo of {subject}"],
+        validation_seeds=[0],
+        validation_steps=2,
+    )
     return config, train(config)
 
 
 def render(pipe, scale: float | None = None) -> np.ndarray:
     options = {} if scale is None else {"cross_attention_kwargs": {"scale": scale}}
-    return pipe("a photo of sks person", num_inference_steps=3, height=RESOLUTION, width=RESOLUTION, output_type="np",
-                generator=torch.Generator().manual_seed(0), **options).images[0]
+    return pipe(
+        "a photo of sks person",
+        num_inference_steps=3,
+        height=RESOLUTION,
+        width=RESOLUTION,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        **options,
+    ).images[0]
 
 
 # --- a finished run ------------------------------------------------------------------------------------------
@@ -76,7 +116,8 @@ def test_run_writes_lora_files_config_loss_and_checkpoints(trained):
     assert [p.name for p in result.checkpoints] == ["step_000040", "step_000080"]
     for folder in result.checkpoints:
         assert {"adapters.safetensors", "training_state.pt", "checkpoint.json", "sdxlab_lora.safetensors"} <= {
-            p.name for p in folder.iterdir()}
+            p.name for p in folder.iterdir()
+        }
     assert (lora / "validation" / "step_000040" / "prompt0_seed0.png").is_file()
     assert (lora / "validation_grid.png").is_file()
     with safe_open(str(result.lora_file), framework="pt") as handle:
@@ -184,8 +225,9 @@ def test_unknown_notebook_parameter_is_named():
 
 
 def test_notebook_parameters_map_to_fields():
-    config = TrainConfig.from_notebook_parameters({"model": "tiny", "resolution": 128, "train_steps": 7,
-                                                   "train_lora_rank": 2, "unrelated": 1}, output_dir="x")
+    config = TrainConfig.from_notebook_parameters(
+        {"model": "tiny", "resolution": 128, "train_steps": 7, "train_lora_rank": 2, "unrelated": 1}, output_dir="x"
+    )
     assert (config.model, config.resolution, config.steps, config.lora_rank) == ("tiny", 128, 7, 2)
 
 
@@ -277,8 +319,9 @@ def test_auto_batch_turns_on_gradient_checkpointing_only_when_batch_one_does_not
         _batch_size_and_checkpointing(config, None, cuda, 30, hopeless, hopeless.enable_checkpointing)
     off = FakeStep(fits=0, fits_checkpointed=3)  # gradient_checkpointing=False is a promise: never turned on
     with pytest.raises(TrainError, match="set train_gradient_checkpointing=True"):
-        _batch_size_and_checkpointing(TrainConfig(batch_size="auto", gradient_checkpointing=False), None, cuda, 30,
-                                      off, off.enable_checkpointing)
+        _batch_size_and_checkpointing(
+            TrainConfig(batch_size="auto", gradient_checkpointing=False), None, cuda, 30, off, off.enable_checkpointing
+        )
     assert not off.checkpointing
     few = FakeStep(fits=64)  # never more than there are views
     assert _batch_size_and_checkpointing(config, None, cuda, 3, few, few.enable_checkpointing) == (2, False)
@@ -286,16 +329,26 @@ def test_auto_batch_turns_on_gradient_checkpointing_only_when_batch_one_does_not
 
 def test_pivotal_tuning_and_text_encoder_lora(train_dataset, tmp_path):
     output = tmp_path / "lora"
-    config = tiny_config(train_dataset, output, steps=4, checkpoint_every=1, keep_checkpoints=0, pivotal_tuning=True,
-                         pivotal_fraction=0.5, text_encoder=True, embedding_lr=1e-2)
+    config = tiny_config(
+        train_dataset,
+        output,
+        steps=4,
+        checkpoint_every=1,
+        keep_checkpoints=0,
+        pivotal_tuning=True,
+        pivotal_fraction=0.5,
+        text_encoder=True,
+        embedding_lr=1e-2,
+    )
     result = train(config)
 
     saved = json.loads((output / "train_config.json").read_text())
     assert saved["tokens"] == ["<s0>", "<s1>"] and saved["embeddings_file"] == "sdxlab_lora_emb.safetensors"
     embeddings = load_file(str(result.embeddings_file))
     assert embeddings["clip_l"].shape == (2, 32) and embeddings["clip_g"].shape == (2, 64)
-    by_step = [load_file(str(output / "checkpoints" / f"step_{s:06d}" / "sdxlab_lora_emb.safetensors"))
-               for s in (1, 2, 3, 4)]
+    by_step = [
+        load_file(str(output / "checkpoints" / f"step_{s:06d}" / "sdxlab_lora_emb.safetensors")) for s in (1, 2, 3, 4)
+    ]
     assert not torch.equal(by_step[0]["clip_l"], by_step[1]["clip_l"])  # trained during the first half
     assert torch.equal(by_step[1]["clip_g"], by_step[3]["clip_g"])  # frozen after it
     kohya = load_file(str(result.kohya_file))
@@ -307,15 +360,17 @@ def test_pivotal_tuning_and_text_encoder_lora(train_dataset, tmp_path):
     pipe.load_lora_weights(str(result.lora_file))
     ids = pipe.tokenizer("a photo of <s0><s1> person").input_ids
     assert pipe.tokenizer.convert_tokens_to_ids("<s0>") in ids
-    image = pipe("a photo of <s0><s1> person", num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
-                 output_type="np").images[0]
+    image = pipe(
+        "a photo of <s0><s1> person", num_inference_steps=2, height=RESOLUTION, width=RESOLUTION, output_type="np"
+    ).images[0]
     assert np.isfinite(image).all()
 
 
 def test_prior_preservation_generates_class_images_once(train_dataset, tmp_path):
     output = tmp_path / "lora"
-    config = tiny_config(train_dataset, output, steps=2, prior_preservation=True, class_images=3,
-                         class_inference_steps=2)
+    config = tiny_config(
+        train_dataset, output, steps=2, prior_preservation=True, class_images=3, class_inference_steps=2
+    )
     train(config)
     images = sorted((output / "class_images").glob("class_*.png"))
     assert len(images) == 3
@@ -346,12 +401,26 @@ def test_prodigy_as_configured_finds_its_step_size_on_a_known_problem():
 
 
 def test_prodigy_trains_feed_forward_targets_and_records_its_step_size(train_dataset, tmp_path):
-    result = train(tiny_config(train_dataset, tmp_path / "lora", steps=4, optimizer="prodigy", learning_rate=1.0,
-                               lora_targets="attention+ff", checkpoint_every=1, keep_checkpoints=0))
-    groups = [torch.load(folder / "training_state.pt", weights_only=True)["optimizer"]["param_groups"][0]
-              for folder in result.checkpoints]
+    result = train(
+        tiny_config(
+            train_dataset,
+            tmp_path / "lora",
+            steps=4,
+            optimizer="prodigy",
+            learning_rate=1.0,
+            lora_targets="attention+ff",
+            checkpoint_every=1,
+            keep_checkpoints=0,
+        )
+    )
+    groups = [
+        torch.load(folder / "training_state.pt", weights_only=True)["optimizer"]["param_groups"][0]
+        for folder in result.checkpoints
+    ]
     numerators = [group["d_numerator"] for group in groups]  # the evidence d is estimated from, step by step
-    assert numerators[0] == 0 and all(later > earlier for earlier, later in zip(numerators, numerators[1:], strict=False))
+    assert numerators[0] == 0 and all(
+        later > earlier for earlier, later in zip(numerators, numerators[1:], strict=False)
+    )
     # loss.csv's lr column is the step size actually taken: d * lr, not the constant 1.0 of the schedule
     assert [row["lr"] for row in result.history] == pytest.approx([group["d"] * 1.0 for group in groups])
     keys = load_file(str(result.lora_file))
@@ -364,9 +433,18 @@ def test_pivotal_tuning_validates_at_the_checkpoint_where_the_new_tokens_freeze(
     """A checkpoint on the very step pivotal tuning ends (steps 4, fraction 0.5, every 2) draws its validation
     pictures; it used to crash because the prompts' cached encodings only exist from the next step on."""
     output = tmp_path / "lora"
-    config = tiny_config(train_dataset, output, steps=4, checkpoint_every=2, pivotal_tuning=True,
-                         pivotal_fraction=0.5, embedding_lr=1e-2, validation_prompts=["a photo of {subject} person"],
-                         validation_seeds=[0], validation_steps=2)
+    config = tiny_config(
+        train_dataset,
+        output,
+        steps=4,
+        checkpoint_every=2,
+        pivotal_tuning=True,
+        pivotal_fraction=0.5,
+        embedding_lr=1e-2,
+        validation_prompts=["a photo of {subject} person"],
+        validation_seeds=[0],
+        validation_steps=2,
+    )
     result = train(config)
     assert sorted({image.step for image in result.validation}) == [2, 4]
     assert all(image.path.is_file() for image in result.validation)

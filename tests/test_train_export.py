@@ -38,8 +38,9 @@ def lora_configs():
     from peft import LoraConfig
 
     # alpha != rank and a per-module alpha, so a file that lost the scaling would give different pictures
-    unet = LoraConfig(r=4, lora_alpha=8, alpha_pattern={"to_k": 2}, target_modules=UNET_TARGETS,
-                      init_lora_weights="gaussian")
+    unet = LoraConfig(
+        r=4, lora_alpha=8, alpha_pattern={"to_k": 2}, target_modules=UNET_TARGETS, init_lora_weights="gaussian"
+    )
     text = LoraConfig(r=2, lora_alpha=3, target_modules=TEXT_TARGETS, init_lora_weights="gaussian")
     return unet, text
 
@@ -65,18 +66,31 @@ def trained(tmp_path_factory, tiny_model_dir):
             for name, parameter in model.named_parameters():
                 if "lora_B" in name:
                     parameter.normal_(0, 0.05)
-    embeddings = {"clip_l": torch.randn(2, pipe.text_encoder.config.hidden_size),
-                  "clip_g": torch.randn(2, pipe.text_encoder_2.config.hidden_size)}
+    embeddings = {
+        "clip_l": torch.randn(2, pipe.text_encoder.config.hidden_size),
+        "clip_g": torch.randn(2, pipe.text_encoder_2.config.hidden_size),
+    }
     state_dicts = [get_peft_model_state_dict(model) for model in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)]
     out_dir = tmp_path_factory.mktemp("lora")
     files = export_lora(
-        out_dir, "me", *state_dicts, embeddings=embeddings,
+        out_dir,
+        "me",
+        *state_dicts,
+        embeddings=embeddings,
         metadata=training_metadata(TRAIN_CONFIG, dataset_hash="d41d8cd9", comment="test export"),
-        unet_lora_config=unet_config, text_encoder_lora_config=text_config, text_encoder_2_lora_config=text_config,
+        unet_lora_config=unet_config,
+        text_encoder_lora_config=text_config,
+        text_encoder_2_lora_config=text_config,
         unet_config=pipe.unet.config,
     )
-    return {"files": files, "images": generate(pipe), "state_dicts": state_dicts, "embeddings": embeddings,
-            "out_dir": out_dir, "unet_config": pipe.unet.config}
+    return {
+        "files": files,
+        "images": generate(pipe),
+        "state_dicts": state_dicts,
+        "embeddings": embeddings,
+        "out_dir": out_dir,
+        "unet_config": pipe.unet.config,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +137,9 @@ def test_kohya_file_has_webui_keys_and_the_same_pairs(trained):
     assert tensors["lora_te2_text_model_encoder_layers_0_self_attn_v_proj.alpha"].item() == 3
     peft_unet = trained["state_dicts"][0]
     to_k = "mid_block.attentions.0.transformer_blocks.0.attn1.to_k.lora_B.weight"
-    torch.testing.assert_close(tensors["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_k.lora_up.weight"],
-                               peft_unet[to_k] * 2 / 8)
+    torch.testing.assert_close(
+        tensors["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_k.lora_up.weight"], peft_unet[to_k] * 2 / 8
+    )
 
 
 def test_kohya_file_gives_the_same_pictures_as_the_diffusers_file(trained, base_images, tiny_model_dir):
@@ -155,8 +170,10 @@ def test_embeddings_round_trip_into_both_text_encoders(trained, tiny_model_dir):
     tokens = ["<s0>", "<s1>"]
     for _ in range(2):  # loading twice (a notebook cell run again) overwrites instead of failing
         load_embeddings(pipe, trained["files"].embeddings, tokens)
-    for key, tokenizer, text_encoder in (("clip_l", pipe.tokenizer, pipe.text_encoder),
-                                         ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2)):
+    for key, tokenizer, text_encoder in (
+        ("clip_l", pipe.tokenizer, pipe.text_encoder),
+        ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2),
+    ):
         ids = tokenizer.convert_tokens_to_ids(tokens)
         assert tokenizer("<s0><s1>", add_special_tokens=False).input_ids == ids
         rows = text_encoder.get_input_embeddings().weight[ids]
@@ -172,12 +189,17 @@ def test_every_file_of_one_export_loads_and_agrees(trained, tiny_model_dir):
     diffusers, kohya, embeddings = (load_file(str(path)) for path in paths)
     # the same LoRA in both layouts: every peft pair has its kohya pair, with the same down weights
     peft_unet = trained["state_dicts"][0]
-    assert lora_pair_count(files.kohya) == lora_pair_count(files.diffusers) == sum(len(s) // 2 for s in trained["state_dicts"])
+    assert (
+        lora_pair_count(files.kohya)
+        == lora_pair_count(files.diffusers)
+        == sum(len(s) // 2 for s in trained["state_dicts"])
+    )
     for key, value in peft_unet.items():
         torch.testing.assert_close(diffusers[f"unet.{key}"], value)
     to_q = "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"
-    torch.testing.assert_close(kohya["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q.lora_down.weight"],
-                               peft_unet[to_q])
+    torch.testing.assert_close(
+        kohya["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q.lora_down.weight"], peft_unet[to_q]
+    )
     for key in ("clip_l", "clip_g"):
         torch.testing.assert_close(embeddings[key], trained["embeddings"][key])
 
@@ -274,8 +296,12 @@ def test_full_size_sdxl_kohya_names_read_back_by_diffusers():
 
     with torch.device("meta"):  # the real architecture without allocating 2.6 B parameters
         unet = UNet2DConditionModel.from_config(load_architecture()["unet"])
-    modules = [name for name, module in unet.named_modules()
-               if isinstance(module, torch.nn.Linear) and re.search(r"(to_[qkv]|to_out\.0|proj_in|proj_out|ff\.net\.0\.proj|ff\.net\.2)$", name)]
+    modules = [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and re.search(r"(to_[qkv]|to_out\.0|proj_in|proj_out|ff\.net\.0\.proj|ff\.net\.2)$", name)
+    ]
     # 70 transformer blocks with 8 attention and 2 feed-forward projections each, 11 attentions with proj_in/out
     assert len(modules) == 70 * 10 + 11 * 2
     peft_state = {}

@@ -45,14 +45,28 @@ def make_batch(unet, seed: int, subject: int = 2, prior: int = 0, masked: bool =
         return torch.randn(shape, generator=generator).to(device)
 
     weights = (torch.rand((rows, 1, LATENT, LATENT), generator=generator) * 0.7 + 0.3).to(device) if masked else None
-    return Batch(latents=random(rows, 4, LATENT, LATENT), prompt_embeds=random(rows, 77, unet.config.cross_attention_dim),
-                 pooled=random(rows, pooled), time_ids=torch.tensor([[96.0, 96.0, 16.0, 16.0, 64.0, 64.0]] * rows, device=device),
-                 loss_weights=weights, is_prior=torch.tensor([False] * subject + [True] * prior, device=device))
+    return Batch(
+        latents=random(rows, 4, LATENT, LATENT),
+        prompt_embeds=random(rows, 77, unet.config.cross_attention_dim),
+        pooled=random(rows, pooled),
+        time_ids=torch.tensor([[96.0, 96.0, 16.0, 16.0, 64.0, 64.0]] * rows, device=device),
+        loss_weights=weights,
+        is_prior=torch.tensor([False] * subject + [True] * prior, device=device),
+    )
 
 
 def settings(**options) -> TrainConfig:
-    return TrainConfig(**{"lora_rank": 4, "learning_rate": 1e-2, "min_snr_gamma": 5.0, "noise_offset": 0.05,
-                          "max_grad_norm": 1.0, "device": "cpu", **options})
+    return TrainConfig(
+        **{
+            "lora_rank": 4,
+            "learning_rate": 1e-2,
+            "min_snr_gamma": 5.0,
+            "noise_offset": 0.05,
+            "max_grad_norm": 1.0,
+            "device": "cpu",
+            **options,
+        }
+    )
 
 
 def test_refilled_runner_gives_the_eager_loss_and_gradients_step_after_step(tiny_unet):
@@ -160,8 +174,9 @@ def test_a_failed_capture_warns_in_one_line_and_trains_on_eagerly(tiny_unet, cap
     assert not report["passed"]  # the check asked for a capture and did not get one
     assert all(row["gradient_relative"] < 1e-5 for row in report["steps"])
 
-    required = CapturedStep(unet, scheduler, trainable, settings(cuda_graph=True), None, torch.device("cpu"),
-                            capture=True, required=True)
+    required = CapturedStep(
+        unet, scheduler, trainable, settings(cuda_graph=True), None, torch.device("cpu"), capture=True, required=True
+    )
     with pytest.raises(TrainError, match="train_cuda_graph=True but capturing the training step failed"):
         required.forward_backward(make_batch(unet, 1), torch.Generator().manual_seed(0))
     for parameter in trainable:
@@ -171,8 +186,12 @@ def test_a_failed_capture_warns_in_one_line_and_trains_on_eagerly(tiny_unet, cap
 def test_what_disables_the_captured_step():
     cuda = torch.device("cuda")
     assert graph_blockers(TrainConfig(), cuda) == []
-    assert graph_blockers(TrainConfig(gradient_accumulation=4, prior_preservation=True, optimizer="prodigy",
-                                      learning_rate=1.0), cuda) == []
+    assert (
+        graph_blockers(
+            TrainConfig(gradient_accumulation=4, prior_preservation=True, optimizer="prodigy", learning_rate=1.0), cuda
+        )
+        == []
+    )
     assert "train_text_encoder=True" in graph_blockers(TrainConfig(text_encoder=True), cuda)[0]
     assert "train_pivotal_tuning=True" in graph_blockers(TrainConfig(pivotal_tuning=True), cuda)[0]
     assert "fp16" in graph_blockers(TrainConfig(), cuda, loss_scaling=True)[0]
@@ -195,8 +214,15 @@ def test_captured_step_matches_eager_on_the_gpu():
     trainable = add_unet_lora(pipe.unet, TrainConfig(lora_rank=4))
     pipe.unet.train()
     steps = [[make_batch(pipe.unet, seed, device="cuda")] for seed in range(4)]
-    report = compare_with_eager(pipe.unet, DDPMScheduler.from_config(pipe.scheduler.config), trainable,
-                                settings(device="cuda"), None, torch.device("cuda"), steps)
+    report = compare_with_eager(
+        pipe.unet,
+        DDPMScheduler.from_config(pipe.scheduler.config),
+        trainable,
+        settings(device="cuda"),
+        None,
+        torch.device("cuda"),
+        steps,
+    )
     assert report["mode"] == "captured", report["mode"]
     assert report["passed"], report
 
@@ -209,8 +235,9 @@ def test_the_loops_own_draw_is_used_so_several_processes_stay_equal_to_one(tiny_
     batch = make_batch(unet, 7)
     fixed_noise = torch.randn(batch.latents.shape, generator=torch.Generator().manual_seed(99))
     fixed_timesteps = torch.tensor([5, 900])
-    loss, noise, timesteps = runner.forward_backward(batch, torch.Generator().manual_seed(0),
-                                                     draw=lambda _batch, _generator: (fixed_noise, fixed_timesteps))
+    loss, noise, timesteps = runner.forward_backward(
+        batch, torch.Generator().manual_seed(0), draw=lambda _batch, _generator: (fixed_noise, fixed_timesteps)
+    )
     assert torch.equal(noise, fixed_noise) and torch.equal(timesteps, fixed_timesteps)
     eager = diffusion_loss(unet, scheduler, batch, fixed_noise, fixed_timesteps, settings().min_snr_gamma)
     assert loss.item() == pytest.approx(eager.item(), rel=1e-5)

@@ -19,13 +19,31 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ["model=tiny", "resolution=64", "train_steps=3", "train_checkpoint_every=3", "train_lora_rank=4",
-             "train_learning_rate=1.0e-2", "train_lr_warmup_steps=0", "train_gradient_accumulation=2",
-             "train_noise_offset=0.05", "train_validation_prompts=[]"]
+OVERRIDES = [
+    "model=tiny",
+    "resolution=64",
+    "train_steps=3",
+    "train_checkpoint_every=3",
+    "train_lora_rank=4",
+    "train_learning_rate=1.0e-2",
+    "train_lr_warmup_steps=0",
+    "train_gradient_accumulation=2",
+    "train_noise_offset=0.05",
+    "train_validation_prompts=[]",
+]
 
 
 def train_command(outputs: Path, run: str, batch_size: int) -> list[str]:
-    arguments = ["--profile", "demo", "--run", run, "-p", f"outputs_dir={outputs}", "-p", f"train_batch_size={batch_size}"]
+    arguments = [
+        "--profile",
+        "demo",
+        "--run",
+        run,
+        "-p",
+        f"outputs_dir={outputs}",
+        "-p",
+        f"train_batch_size={batch_size}",
+    ]
     for override in OVERRIDES:
         arguments += ["-p", override]
     return arguments
@@ -38,17 +56,39 @@ def final_adapters(outputs: Path, run: str) -> dict[str, torch.Tensor]:
 def test_two_processes_train_the_same_lora_as_one_with_the_same_global_batch(tmp_path):
     for run in ("one", "two"):
         write_train_dataset(tmp_path / run / "dataset", count=5)
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).parents[1] / "lib"), os.environ.get("PYTHONPATH", "")])}
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "lib"), os.environ.get("PYTHONPATH", "")]),
+    }
     accelerate = Path(sys.executable).with_name("accelerate")  # installed with the accelerate package
     assert accelerate.is_file(), f"{accelerate} is missing: the accelerate package installs it"
-    launch = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sdxlab.train"]
-    two = subprocess.run(launch + train_command(tmp_path, "two", 2), env=environment, capture_output=True, text=True,
-                         timeout=600)
+    launch = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "sdxlab.train",
+    ]
+    two = subprocess.run(
+        launch + train_command(tmp_path, "two", 2), env=environment, capture_output=True, text=True, timeout=600
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "sdxlab.train", *train_command(tmp_path, "one", 4)], env=environment,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "sdxlab.train", *train_command(tmp_path, "one", 4)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
 
     info = (tmp_path / "two" / "lora" / "checkpoints" / "step_000003" / "checkpoint.json").read_text()

@@ -45,8 +45,18 @@ def test_checkpoints_and_loss_files_match_the_run(lora_folder, train_config):
     assert all(float(row["loss"]) > 0 for row in rows)
     assert (lora_folder / "loss.png").stat().st_size > 1000
     assert (lora_folder / "validation_grid.png").is_file()
-    for key in ("model", "resolution", "subject_token", "class_word", "lora_name", "lora_file", "kohya_file",
-                "embeddings_file", "tokens", "dataset_hash"):
+    for key in (
+        "model",
+        "resolution",
+        "subject_token",
+        "class_word",
+        "lora_name",
+        "lora_file",
+        "kohya_file",
+        "embeddings_file",
+        "tokens",
+        "dataset_hash",
+    ):
         assert key in train_config, key
 
 

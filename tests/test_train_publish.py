@@ -28,9 +28,21 @@ def dataset(tmp_path_factory):
 
 
 def config_for(dataset, layout: RunLayout, **options) -> TrainConfig:
-    values = dict(dataset_dir=dataset, output_dir=layout.lora, model="tiny", resolution=64, steps=4, batch_size=2,
-                  lora_rank=4, lr_warmup_steps=0, checkpoint_every=2, keep_checkpoints=0, validation_prompts=[],
-                  device="cpu", progress=False)
+    values = dict(
+        dataset_dir=dataset,
+        output_dir=layout.lora,
+        model="tiny",
+        resolution=64,
+        steps=4,
+        batch_size=2,
+        lora_rank=4,
+        lr_warmup_steps=0,
+        checkpoint_every=2,
+        keep_checkpoints=0,
+        validation_prompts=[],
+        device="cpu",
+        progress=False,
+    )
     return TrainConfig(**{**values, **options})
 
 
@@ -66,7 +78,9 @@ def test_a_refused_model_leaves_a_finished_run_untouched(finished):
     with pytest.raises(ModelLoadError):
         train(dataclasses.replace(config, model=str(layout.root / "no-such-model.safetensors"), learning_rate=5e-3))
     assert snapshot(layout.lora) == before
-    assert {"checkpoints/step_000002/adapters.safetensors", "checkpoints/step_000004/adapters.safetensors"} <= set(before)
+    assert {"checkpoints/step_000002/adapters.safetensors", "checkpoints/step_000004/adapters.safetensors"} <= set(
+        before
+    )
 
 
 def test_an_interrupted_new_training_leaves_the_finished_one_whole_and_says_so(finished):
@@ -99,7 +113,9 @@ def test_an_interrupted_new_training_leaves_the_finished_one_whole_and_says_so(f
     assert [row["step"] for row in result.history] == list(range(1, 7))
     after = snapshot(layout.lora)
     assert after["sdxlab_lora.safetensors"] != before["sdxlab_lora.safetensors"]
-    assert after["checkpoints/step_000002/adapters.safetensors"] != before["checkpoints/step_000002/adapters.safetensors"]
+    assert (
+        after["checkpoints/step_000002/adapters.safetensors"] != before["checkpoints/step_000002/adapters.safetensors"]
+    )
 
 
 def test_a_failing_training_leaves_the_finished_one_whole(finished):

@@ -27,13 +27,26 @@ RESOLUTION = 64
 RANK = 4
 
 
-
 def run_one_step(dataset, output, **options):
     """One optimizer step with learning rate 0 (weights stay put), capturing what the reference needs."""
-    config = TrainConfig(dataset_dir=dataset, output_dir=output, model="tiny", resolution=RESOLUTION, steps=1,
-                         batch_size=3, learning_rate=0.0, lr_scheduler="constant", lr_warmup_steps=0, max_grad_norm=0.0,
-                         lora_rank=RANK, checkpoint_every=1, validation_prompts=[], device="cpu", progress=False,
-                         **options)
+    config = TrainConfig(
+        dataset_dir=dataset,
+        output_dir=output,
+        model="tiny",
+        resolution=RESOLUTION,
+        steps=1,
+        batch_size=3,
+        learning_rate=0.0,
+        lr_scheduler="constant",
+        lr_warmup_steps=0,
+        max_grad_norm=0.0,
+        lora_rank=RANK,
+        checkpoint_every=1,
+        validation_prompts=[],
+        device="cpu",
+        progress=False,
+        **options,
+    )
     captured = {}
 
     def callback(event):
@@ -44,10 +57,14 @@ def run_one_step(dataset, output, **options):
             for _, parameter in lora:
                 parameter.data.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
         elif event.kind == "step":
-            captured.update(loss=event.loss, noise=event.noise.clone(), timesteps=event.timesteps.clone(),
-                            views=list(event.views),
-                            weights={name: p.detach().clone() for name, p in lora},
-                            grads={name: p.grad.detach().clone() for name, p in lora})
+            captured.update(
+                loss=event.loss,
+                noise=event.noise.clone(),
+                timesteps=event.timesteps.clone(),
+                views=list(event.views),
+                weights={name: p.detach().clone() for name, p in lora},
+                grads={name: p.grad.detach().clone() for name, p in lora},
+            )
 
     train(config, callbacks=[callback])
     return captured
@@ -96,7 +113,9 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None,
         latents = pipe.vae.encode(torch.stack(pixels)).latent_dist.mean * pipe.vae.config.scaling_factor
         hidden, pooled = [], None
         for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
-            ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            ids = tokenizer(
+                captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+            ).input_ids
             output = encoder(ids, output_hidden_states=True)
             hidden.append(output.hidden_states[-2])
             pooled = output.text_embeds if encoder is pipe.text_encoder_2 else pooled
@@ -105,14 +124,22 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None,
 
     schedule = pipe.scheduler.config
     assert schedule.beta_schedule == "scaled_linear" and schedule.prediction_type == "epsilon"
-    betas = torch.linspace(schedule.beta_start**0.5, schedule.beta_end**0.5, schedule.num_train_timesteps,
-                           dtype=torch.float64) ** 2
+    betas = (
+        torch.linspace(
+            schedule.beta_start**0.5, schedule.beta_end**0.5, schedule.num_train_timesteps, dtype=torch.float64
+        )
+        ** 2
+    )
     alpha_bar = torch.cumprod(1 - betas, dim=0)[captured["timesteps"]].float().view(-1, 1, 1, 1)
     noise = captured["noise"]
     noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
 
-    prediction = unet(noisy, captured["timesteps"], encoder_hidden_states=text,
-                      added_cond_kwargs={"text_embeds": pooled, "time_ids": torch.tensor(time_ids, dtype=torch.float32)}).sample
+    prediction = unet(
+        noisy,
+        captured["timesteps"],
+        encoder_hidden_states=text,
+        added_cond_kwargs={"text_embeds": pooled, "time_ids": torch.tensor(time_ids, dtype=torch.float32)},
+    ).sample
     squared = (prediction - noise) ** 2
     if masked:
         full = weights.expand_as(squared)
@@ -154,14 +181,23 @@ def test_one_training_step_matches_the_reference(train_dataset, tmp_path, option
 
 def test_one_step_with_prior_preservation_matches_the_reference(train_dataset, tmp_path):
     output = tmp_path / "lora"
-    options = dict(masked_loss=True, min_snr_gamma=5.0, flip=False, noise_offset=0.0, prior_preservation=True,
-                   class_images=1, class_inference_steps=2, prior_loss_weight=0.5)
+    options = dict(
+        masked_loss=True,
+        min_snr_gamma=5.0,
+        flip=False,
+        noise_offset=0.0,
+        prior_preservation=True,
+        class_images=1,
+        class_inference_steps=2,
+        prior_loss_weight=0.5,
+    )
     captured = run_one_step(train_dataset, output, **options)
     assert len(captured["views"]) == 3 and captured["noise"].shape[0] == 6  # 3 subject rows + 3 class rows
     prior = {"image": output / "class_images" / "class_0000.png", "caption": "a photo of a person", "weight": 0.5}
     loss, grads = reference_loss(train_dataset, captured, masked=True, min_snr_gamma=5.0, prior=prior)
-    without_prior, _ = reference_loss(train_dataset, {**captured, "noise": captured["noise"][:3],
-                                                      "timesteps": captured["timesteps"][:3]}, True, 5.0)
+    without_prior, _ = reference_loss(
+        train_dataset, {**captured, "noise": captured["noise"][:3], "timesteps": captured["timesteps"][:3]}, True, 5.0
+    )
     assert abs(loss - without_prior) > 1e-3 * loss  # the class rows count: the comparison is not vacuous
 
     assert captured["loss"] == pytest.approx(loss, rel=1e-4)

@@ -21,18 +21,35 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STEPS = 6
 
 
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_train_dataset(tmp_path_factory.mktemp("resume") / "dataset", count=5)
 
 
 def config_for(dataset, output) -> TrainConfig:
-    return TrainConfig(dataset_dir=dataset, output_dir=output, model="tiny", resolution=64, steps=STEPS, batch_size=2,
-                       gradient_accumulation=2, lora_rank=4, lora_dropout=0.1, noise_offset=0.05, learning_rate=1e-3,
-                       lr_scheduler="cosine", lr_warmup_steps=2, pivotal_tuning=True, pivotal_fraction=0.5,
-                       checkpoint_every=4, validation_prompts=["a photo of {subject}"], validation_seeds=[0],
-                       validation_steps=2, device="cpu", progress=False)
+    return TrainConfig(
+        dataset_dir=dataset,
+        output_dir=output,
+        model="tiny",
+        resolution=64,
+        steps=STEPS,
+        batch_size=2,
+        gradient_accumulation=2,
+        lora_rank=4,
+        lora_dropout=0.1,
+        noise_offset=0.05,
+        learning_rate=1e-3,
+        lr_scheduler="cosine",
+        lr_warmup_steps=2,
+        pivotal_tuning=True,
+        pivotal_fraction=0.5,
+        checkpoint_every=4,
+        validation_prompts=["a photo of {subject}"],
+        validation_seeds=[0],
+        validation_steps=2,
+        device="cpu",
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +84,12 @@ def test_resume_after_interruption_reaches_the_same_weights(dataset, tmp_path, u
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-7, msg=key)
     assert [row["step"] for row in resumed.history] == list(range(1, STEPS + 1))
-    torch.testing.assert_close(torch.tensor([r["loss"] for r in resumed.history]),
-                               torch.tensor([r["loss"] for r in uninterrupted.history]), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        torch.tensor([r["loss"] for r in resumed.history]),
+        torch.tensor([r["loss"] for r in uninterrupted.history]),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_the_final_lora_changed_from_its_start(uninterrupted):

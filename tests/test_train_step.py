@@ -12,15 +12,29 @@ from sdxlab.train.step import Batch, TrainingStep
 
 def micro_batch(subject: int, prior: int) -> Batch:
     rows = subject + prior
-    return Batch(latents=torch.zeros(rows, 4, 2, 2), prompt_embeds=torch.zeros(rows, 1, 1), pooled=torch.zeros(rows, 1),
-                 time_ids=torch.zeros(rows, 6), loss_weights=None,
-                 is_prior=torch.tensor([False] * subject + [True] * prior))
+    return Batch(
+        latents=torch.zeros(rows, 4, 2, 2),
+        prompt_embeds=torch.zeros(rows, 1, 1),
+        pooled=torch.zeros(rows, 1),
+        time_ids=torch.zeros(rows, 6),
+        loss_weights=None,
+        is_prior=torch.tensor([False] * subject + [True] * prior),
+    )
 
 
 def draw(processes: int, process: int, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     scheduler = SimpleNamespace(config=SimpleNamespace(num_train_timesteps=1000))
-    step = TrainingStep(None, scheduler, noise_offset=0.1, min_snr_gamma=None, prior_loss_weight=1.0,
-                        autocast_dtype=None, device=torch.device("cpu"), processes=processes, process=process)
+    step = TrainingStep(
+        None,
+        scheduler,
+        noise_offset=0.1,
+        min_snr_gamma=None,
+        prior_loss_weight=1.0,
+        autocast_dtype=None,
+        device=torch.device("cpu"),
+        processes=processes,
+        process=process,
+    )
     return step.draw(batch, torch.Generator().manual_seed(7))  # every process starts from the same stream
 
 

@@ -19,19 +19,51 @@ from sdxlab.evaluate.vqa import VqaUnavailable, intent_questions, load_vqa, part
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "is", "there", "a", "person", "it", "on", "mars", "the",
-         "this", "as", "an", "astronaut", "?", "yes", "no", "[DEC]"]
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "is",
+    "there",
+    "a",
+    "person",
+    "it",
+    "on",
+    "mars",
+    "the",
+    "this",
+    "as",
+    "an",
+    "astronaut",
+    "?",
+    "yes",
+    "no",
+    "[DEC]",
+]
 
 
 def tiny_blip(seed: int = 0):
     from transformers import BlipConfig, BlipForQuestionAnswering
 
     ids = {word: index for index, word in enumerate(WORDS)}
-    text = dict(vocab_size=len(WORDS), hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
-                num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, bos_token_id=ids["[DEC]"],
-                pad_token_id=ids["[PAD]"], sep_token_id=ids["[SEP]"], eos_token_id=ids["[SEP]"])
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-                  patch_size=8)
+    text = dict(
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        encoder_hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=ids["[DEC]"],
+        pad_token_id=ids["[PAD]"],
+        sep_token_id=ids["[SEP]"],
+        eos_token_id=ids["[SEP]"],
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     torch.manual_seed(seed)
     return BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision)).eval()
 
@@ -60,12 +92,21 @@ INTENT = "a photo of sks person as an astronaut on Mars"
 
 
 def test_questions_come_from_the_parts_of_the_intent():
-    questions = [(q.role, q.text) for q in intent_questions("a candid photo of {subject} laughing in a cafe, 35mm film")]
-    assert questions == [("who", "Is there a person?"), ("where", "Is it in a cafe?"),
-                         ("style", "Is this a candid photo?"), ("style", "Is this a 35mm film?"),
-                         ("mood", "Is the person laughing?")]
-    assert [q.text for q in intent_questions(INTENT)] == ["Is there a person as an astronaut?", "Is it on Mars?",
-                                                          "Is this a photo?"]
+    questions = [
+        (q.role, q.text) for q in intent_questions("a candid photo of {subject} laughing in a cafe, 35mm film")
+    ]
+    assert questions == [
+        ("who", "Is there a person?"),
+        ("where", "Is it in a cafe?"),
+        ("style", "Is this a candid photo?"),
+        ("style", "Is this a 35mm film?"),
+        ("mood", "Is the person laughing?"),
+    ]
+    assert [q.text for q in intent_questions(INTENT)] == [
+        "Is there a person as an astronaut?",
+        "Is it on Mars?",
+        "Is this a photo?",
+    ]
     assert part_questions("framing", "close-up") == ["Is this a close-up?"]
     assert part_questions("style", "painted by Vermeer") == ["Is this picture painted by Vermeer?"]
     assert part_questions("lighting", "golden hour") == ["Does the picture have golden hour?"]
@@ -79,12 +120,18 @@ def test_p_yes_follows_the_picture_once_the_model_has_learnt_it(tmp_path):
     tokenizer = loaded.tokenizer
     question = tokenizer(["Is it on Mars?"] * 2, return_tensors="pt")
     dec = model.config.text_config.bos_token_id
-    labels = torch.tensor([[dec, WORDS.index("yes"), WORDS.index("[SEP]")], [dec, WORDS.index("no"), WORDS.index("[SEP]")]])
+    labels = torch.tensor(
+        [[dec, WORDS.index("yes"), WORDS.index("[SEP]")], [dec, WORDS.index("no"), WORDS.index("[SEP]")]]
+    )
     pixels = loaded.preprocess([RED, BLUE])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(25):
-        loss = model(input_ids=question["input_ids"], attention_mask=question["attention_mask"], pixel_values=pixels,
-                     labels=labels).loss
+        loss = model(
+            input_ids=question["input_ids"],
+            attention_mask=question["attention_mask"],
+            pixel_values=pixels,
+            labels=labels,
+        ).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -93,8 +140,12 @@ def test_p_yes_follows_the_picture_once_the_model_has_learnt_it(tmp_path):
     red, blue = scorer.vqa.p_yes([RED, BLUE], ["Is it on Mars?"])[:, 0]
     assert red > 0.9 and blue < 0.1
     # the same answers as transformers' own generate(), whose first answer token the scorer reads
-    answers = scorer.vqa.model.generate(input_ids=question["input_ids"], attention_mask=question["attention_mask"],
-                                        pixel_values=pixels, max_new_tokens=2)
+    answers = scorer.vqa.model.generate(
+        input_ids=question["input_ids"],
+        attention_mask=question["attention_mask"],
+        pixel_values=pixels,
+        max_new_tokens=2,
+    )
     assert [WORDS[int(row[1])] for row in answers] == ["yes", "no"]
 
 

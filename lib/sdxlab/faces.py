@@ -143,7 +143,9 @@ def _downscaled(image: Image.Image | np.ndarray, max_side: int) -> tuple[np.ndar
     return as_rgb_array(small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)), factor
 
 
-def _region(image: Image.Image | np.ndarray, box: tuple[int, int, int, int], margin: float) -> tuple[np.ndarray, tuple[int, int]]:
+def _region(
+    image: Image.Image | np.ndarray, box: tuple[int, int, int, int], margin: float
+) -> tuple[np.ndarray, tuple[int, int]]:
     """The pixels around `box` (grown by `margin` x its size, clipped to the image) and the region's top-left corner."""
     width, height = _size(image)
     extra = round(max(box[2] - box[0], box[3] - box[1]) * margin)
@@ -154,7 +156,9 @@ def _region(image: Image.Image | np.ndarray, box: tuple[int, int, int, int], mar
     return as_rgb_array(np.asarray(image)[top:bottom, left:right]), (left, top)
 
 
-def _shape(pixels: np.ndarray, offset: tuple[int, int], box: tuple[int, int, int, int], landmarks: np.ndarray | None = None):
+def _shape(
+    pixels: np.ndarray, offset: tuple[int, int], box: tuple[int, int, int, int], landmarks: np.ndarray | None = None
+):
     """dlib's landmark object for a face in a region: fitted by the 68-point model, or built from known landmarks."""
     import dlib
 

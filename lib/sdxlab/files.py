@@ -43,7 +43,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success it replaces `target`, on error it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_MARK + target.suffix, dir=target.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=PARTIAL_MARK + target.suffix, dir=target.parent
+    )
     os.close(handle)
     temporary = Path(temporary)
     try:
@@ -184,7 +186,9 @@ def file_sizes(paths: list[str | os.PathLike | None], root: str | os.PathLike):
     rows = []
     for path in (Path(path) for path in paths if path is not None):
         inside = [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file()]
-        rows.append({"file": path.relative_to(root).as_posix(), "kB": round(sum(f.stat().st_size for f in inside) / 1024, 1)})
+        rows.append(
+            {"file": path.relative_to(root).as_posix(), "kB": round(sum(f.stat().st_size for f in inside) / 1024, 1)}
+        )
     return pd.DataFrame(rows, columns=["file", "kB"])
 
 

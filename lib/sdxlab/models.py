@@ -75,8 +75,14 @@ def choose_placement(device: str | torch.device | None = None, dtype: str | torc
             device = "cpu"
     device = torch.device(device)
     if isinstance(dtype, str) and dtype != "auto":
-        dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        dtype = {
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp16": torch.float16,
+            "float16": torch.float16,
+            "fp32": torch.float32,
+            "float32": torch.float32,
+        }[dtype]
     if dtype in (None, "auto"):
         if device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -240,9 +246,13 @@ def _refuse_pickle_only_folder(folder: Path, allow_pickle: bool) -> None:
     """Name the real cause when a component holds only pickle weights (diffusers would blame the network)."""
     if allow_pickle:
         return
-    pickle_only = [name for name in WEIGHT_COMPONENTS if (component := folder / name).is_dir()
-                   and not any(component.glob("*.safetensors"))
-                   and any(p.suffix.lower() in PICKLE_SUFFIXES for p in component.iterdir())]
+    pickle_only = [
+        name
+        for name in WEIGHT_COMPONENTS
+        if (component := folder / name).is_dir()
+        and not any(component.glob("*.safetensors"))
+        and any(p.suffix.lower() in PICKLE_SUFFIXES for p in component.iterdir())
+    ]
     if pickle_only:
         raise ModelLoadError(
             f"Refusing to load {folder}: its {', '.join(pickle_only)} weights are pickle files only (no .safetensors), "
@@ -261,13 +271,20 @@ def load_architecture() -> dict[str, Any]:
     return json.loads(ARCHITECTURE_FILE.read_text())
 
 
-SDXL_CONFIG_JSON = {"model_index": "model_index.json", "unet": "unet/config.json", "vae": "vae/config.json",
-                    "text_encoder": "text_encoder/config.json", "text_encoder_2": "text_encoder_2/config.json",
-                    "scheduler": "scheduler/scheduler_config.json"}
+SDXL_CONFIG_JSON = {
+    "model_index": "model_index.json",
+    "unet": "unet/config.json",
+    "vae": "vae/config.json",
+    "text_encoder": "text_encoder/config.json",
+    "text_encoder_2": "text_encoder_2/config.json",
+    "scheduler": "scheduler/scheduler_config.json",
+}
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 # every file of the configuration folder `write_sdxl_config` writes (what "complete" means for it)
-SDXL_CONFIG_FILES = (*SDXL_CONFIG_JSON.values(),
-                     *(f"{tokenizer}/{name}" for tokenizer in ("tokenizer", "tokenizer_2") for name in TOKENIZER_FILES))
+SDXL_CONFIG_FILES = (
+    *SDXL_CONFIG_JSON.values(),
+    *(f"{tokenizer}/{name}" for tokenizer in ("tokenizer", "tokenizer_2") for name in TOKENIZER_FILES),
+)
 
 
 def write_sdxl_config(folder: Path, architecture: dict[str, Any]) -> None:
@@ -339,17 +356,40 @@ def build_tiny_pipeline(seed: int = 0):
         scaling_factor=architecture["vae"]["scaling_factor"],
         force_upcast=True,
     )
-    common = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1,
-                  layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=3)
-    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=text_width_1, intermediate_size=64,
-                                                projection_dim=text_width_1, hidden_act="quick_gelu", **common))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=text_width_2, intermediate_size=128,
-                                                                projection_dim=text_width_2, hidden_act="gelu", **common))
+    common = dict(
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=text_width_1,
+            intermediate_size=64,
+            projection_dim=text_width_1,
+            hidden_act="quick_gelu",
+            **common,
+        )
+    )
+    text_encoder_2 = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            hidden_size=text_width_2, intermediate_size=128, projection_dim=text_width_2, hidden_act="gelu", **common
+        )
+    )
     scheduler = EulerDiscreteScheduler.from_config(architecture["scheduler"])
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-        tokenizer=clip_tokenizer(pad_token="<|endoftext|>"), tokenizer_2=clip_tokenizer(pad_token="!"),
-        unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=clip_tokenizer(pad_token="<|endoftext|>"),
+        tokenizer_2=clip_tokenizer(pad_token="!"),
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
     )
 
 
@@ -397,17 +437,27 @@ def write_clip_tokenizer(folder: Path, pad_token: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
-              "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token,
-              "do_lower_case": True, "clean_up_tokenization_spaces": True}
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": pad_token,
+        "do_lower_case": True,
+        "clean_up_tokenization_spaces": True,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    (folder / "special_tokens_map.json").write_text(json.dumps(
-        {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}, indent=2))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}, indent=2)
+    )
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):

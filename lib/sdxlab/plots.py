@@ -27,7 +27,9 @@ def image_grid(
     count = max(len(images), 1)
     columns = columns or min(count, 6)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell_inches, rows * (cell_inches + 0.6)), squeeze=False)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * cell_inches, rows * (cell_inches + 0.6)), squeeze=False
+    )
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if index >= len(images):
@@ -66,9 +68,11 @@ def likeness_calibration(calibration, generated: Sequence[float], note: str = ""
     """
     import numpy as np
 
-    rows = [("other people\n(floor)", calibration.floor, LIKENESS_COLORS["floor"]),
-            ("own photos, leave-one-out\n(ceiling)", calibration.ceiling, LIKENESS_COLORS["ceiling"]),
-            (f"generated faces ({len(generated)})", None, LIKENESS_COLORS["generated"])]
+    rows = [
+        ("other people\n(floor)", calibration.floor, LIKENESS_COLORS["floor"]),
+        ("own photos, leave-one-out\n(ceiling)", calibration.ceiling, LIKENESS_COLORS["ceiling"]),
+        (f"generated faces ({len(generated)})", None, LIKENESS_COLORS["generated"]),
+    ]
     figure, axis = plt.subplots(figsize=(8, 3.2))
     jitter = np.random.default_rng(0)
     for height, (_, band, color) in enumerate(rows):
@@ -79,14 +83,36 @@ def likeness_calibration(calibration, generated: Sequence[float], note: str = ""
         if values:
             axis.scatter(values, height + jitter.uniform(-0.15, 0.15, len(values)), color=color, s=22, alpha=0.8)
         else:
-            axis.text(0.5, height, "none available", transform=axis.get_yaxis_transform(), ha="center", va="center",
-                      fontsize=8, color="gray")
+            axis.text(
+                0.5,
+                height,
+                "none available",
+                transform=axis.get_yaxis_transform(),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="gray",
+            )
     axis.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     axis.set_ylim(-0.6, len(rows) - 0.4)
     axis.set_xlabel("identity similarity to the training photos' centroid (cosine of dlib descriptors)")
     if calibration.known:
-        axis.text(calibration.floor.mean, len(rows) - 0.45, " position 0", color=LIKENESS_COLORS["floor"], fontsize=7, va="top")
-        axis.text(calibration.ceiling.mean, len(rows) - 0.45, " position 1", color=LIKENESS_COLORS["ceiling"], fontsize=7, va="top")
+        axis.text(
+            calibration.floor.mean,
+            len(rows) - 0.45,
+            " position 0",
+            color=LIKENESS_COLORS["floor"],
+            fontsize=7,
+            va="top",
+        )
+        axis.text(
+            calibration.ceiling.mean,
+            len(rows) - 0.45,
+            " position 1",
+            color=LIKENESS_COLORS["ceiling"],
+            fontsize=7,
+            va="top",
+        )
     axis.set_title(with_note("Likeness calibration: floor = strangers, ceiling = your own selfies", note), fontsize=9)
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
@@ -112,16 +138,27 @@ def likeness_vs_alignment(frame, note: str = "") -> Figure:
         label = (prompt or "(prompt unknown)")[:48] + ("…" if len(prompt) > 48 else "")
         color = colors(index % 10)
         axis.scatter(frame.loc[rows & ~no_face, "clip_t"], likeness[rows & ~no_face], color=color, s=30, label=label)
-        axis.scatter(frame.loc[rows & no_face, "clip_t"], [floor_y] * int((rows & no_face).sum()), color=color,
-                     marker="x", s=30)
+        axis.scatter(
+            frame.loc[rows & no_face, "clip_t"], [floor_y] * int((rows & no_face).sum()), color=color, marker="x", s=30
+        )
     if no_face.any():
         axis.axhline(floor_y, color="gray", linewidth=0.5)
-        axis.text(1.0, floor_y, "no face ", transform=axis.get_yaxis_transform(), ha="right", va="bottom", fontsize=7,
-                  color="gray")
+        axis.text(
+            1.0,
+            floor_y,
+            "no face ",
+            transform=axis.get_yaxis_transform(),
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="gray",
+        )
     if use_position:
         for level, name in ((0, "floor (strangers)"), (1, "ceiling (own selfies)")):
             axis.axhline(level, color="gray", linestyle=":", linewidth=1)
-            axis.text(0.0, level, f" {name}", transform=axis.get_yaxis_transform(), fontsize=7, color="gray", va="bottom")
+            axis.text(
+                0.0, level, f" {name}", transform=axis.get_yaxis_transform(), fontsize=7, color="gray", va="bottom"
+            )
     axis.set_xlabel("prompt alignment: CLIP-T (image vs prompt with the subject token replaced by the class word)")
     axis.set_ylabel("likeness position (0 = floor, 1 = ceiling)" if use_position else "likeness (cosine to centroid)")
     if len(prompts) <= 12:
@@ -138,8 +175,14 @@ def likeness_per_checkpoint(frame, note: str = "") -> Figure:
 
     use_position = frame["likeness_position"].notna().any()
     column = "likeness_position" if use_position else "likeness"
-    labels = sorted(frame["checkpoint"].unique(), key=lambda label: (
-        label == "final", frame.loc[frame["checkpoint"] == label, "checkpoint_step"].fillna(np.inf).min(), label))
+    labels = sorted(
+        frame["checkpoint"].unique(),
+        key=lambda label: (
+            label == "final",
+            frame.loc[frame["checkpoint"] == label, "checkpoint_step"].fillna(np.inf).min(),
+            label,
+        ),
+    )
     positions = range(len(labels))
     figure, axis = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4))
     means, rates = [], []
@@ -164,14 +207,29 @@ def likeness_per_checkpoint(frame, note: str = "") -> Figure:
     return figure
 
 
-def best_worst_gallery(best: Sequence, worst: Sequence, best_captions: Sequence[str], worst_captions: Sequence[str],
-                       title: str, note: str = "", cell_inches: float = 2.6) -> Figure:
+def best_worst_gallery(
+    best: Sequence,
+    worst: Sequence,
+    best_captions: Sequence[str],
+    worst_captions: Sequence[str],
+    title: str,
+    note: str = "",
+    cell_inches: float = 2.6,
+) -> Figure:
     """Two labelled rows of images: the best (green captions) above the worst (red captions)."""
     columns = max(len(best), len(worst), 1)
-    rows = [(images, captions, color) for images, captions, color in
-            ((best, best_captions, "darkgreen"), (worst, worst_captions, "darkred")) if len(images)]
-    figure, axes = plt.subplots(len(rows), columns, figsize=(columns * cell_inches, len(rows) * (cell_inches + 0.7)),
-                                squeeze=False, layout="constrained")  # constrained: captions never overlap images
+    rows = [
+        (images, captions, color)
+        for images, captions, color in ((best, best_captions, "darkgreen"), (worst, worst_captions, "darkred"))
+        if len(images)
+    ]
+    figure, axes = plt.subplots(
+        len(rows),
+        columns,
+        figsize=(columns * cell_inches, len(rows) * (cell_inches + 0.7)),
+        squeeze=False,
+        layout="constrained",
+    )  # constrained: captions never overlap images
     for axis_row, (images, captions, color) in zip(axes, rows, strict=True):
         for index, axis in enumerate(axis_row):
             axis.set_axis_off()
@@ -242,7 +300,9 @@ def validation_over_time(images: Sequence, note: str = "", cell_inches: float = 
     `images` are objects with `step`, `prompt`, `seed` and `image` (sdxlab.train.validation.ValidationImage).
     """
     steps = sorted({item.step for item in images})
-    columns = sorted({(item.prompt, item.seed) for item in images}, key=lambda c: ([i.prompt for i in images].index(c[0]), c[1]))
+    columns = sorted(
+        {(item.prompt, item.seed) for item in images}, key=lambda c: ([i.prompt for i in images].index(c[0]), c[1])
+    )
     by_cell = {(item.step, item.prompt, item.seed): item.image for item in images}
     rows, cols = max(len(steps), 1), max(len(columns), 1)
     figure, axes = plt.subplots(rows, cols, figsize=(cols * cell_inches, rows * cell_inches + 0.6), squeeze=False)

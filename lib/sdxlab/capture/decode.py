@@ -67,7 +67,9 @@ def _open(data: bytes, suffix: str) -> Image.Image:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         if not heif_available and (suffix in {".heic", ".heif", ".hif"} or data[4:12] in HEIF_BRANDS):
-            raise UnreadablePhoto("is a HEIC/HEIF photo but pillow-heif is not installed; pip install pillow-heif, or export it as JPEG") from None
+            raise UnreadablePhoto(
+                "is a HEIC/HEIF photo but pillow-heif is not installed; pip install pillow-heif, or export it as JPEG"
+            ) from None
         named = f" despite its {suffix} name" if suffix else ""
         raise UnreadablePhoto(
             f"is not an image that can be read{named} (JPEG, PNG, WebP, HEIC, GIF, TIFF); remove it or export it as JPEG"
@@ -121,18 +123,26 @@ def decode_photo(data: bytes, suffix: str = "") -> Photo:
             file_format = image.format or suffix.lstrip(".").upper()
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and file_format in ANIMATED_FORMATS:
-                raise UnreadablePhoto(f"is an animation ({frames} frames), not a photo; save the frame you want as a JPEG or PNG")
+                raise UnreadablePhoto(
+                    f"is an animation ({frames} frames), not a photo; save the frame you want as a JPEG or PNG"
+                )
             width, height = image.size
             if width * height > MAX_PIXELS and file_format != "JPEG":
-                raise UnreadablePhoto(f"is {width}x{height} ({width * height / 1e6:.0f} MP), too large to decode safely; export a smaller copy")
+                raise UnreadablePhoto(
+                    f"is {width}x{height} ({width * height / 1e6:.0f} MP), too large to decode safely; export a smaller copy"
+                )
             _reduce_large_jpeg(image, notes)
             image.load()
         except UnreadablePhoto:
             raise
         except Image.DecompressionBombError:
-            raise UnreadablePhoto("declares an absurd pixel count (a decompression bomb?); export a normal-size copy") from None
+            raise UnreadablePhoto(
+                "declares an absurd pixel count (a decompression bomb?); export a normal-size copy"
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise UnreadablePhoto(f"could not be decoded ({_first_line(error)}): the file looks damaged or truncated; copy or export it again") from None
+            raise UnreadablePhoto(
+                f"could not be decoded ({_first_line(error)}): the file looks damaged or truncated; copy or export it again"
+            ) from None
     reduction = width / image.size[0]  # 1, or 2/4/8 when a huge JPEG was decoded reduced
     upright = _upright(image, notes)
     if file_format in {"HEIF", "HEIC"}:

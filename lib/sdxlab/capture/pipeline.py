@@ -45,17 +45,27 @@ def analyse_photo(source: PhotoSource, settings: CaptureSettings) -> PhotoResult
         result.reject("unreadable", str(problem))
         return result
     image = photo.image
-    result.notes, result.file_format, result.original_size, result.scale = photo.notes, photo.file_format, photo.original_size, photo.scale
+    result.notes, result.file_format, result.original_size, result.scale = (
+        photo.notes,
+        photo.file_format,
+        photo.original_size,
+        photo.scale,
+    )
     result.thumbnail = _thumbnail(image)
     width, height = photo.original_size
     if min(width, height) < settings.min_photo_side:
-        result.reject("too_small", f"is only {width}x{height} pixels, a thumbnail rather than a photo; use the original photo")
+        result.reject(
+            "too_small", f"is only {width}x{height} pixels, a thumbnail rather than a photo; use the original photo"
+        )
         return result
 
     confident = _confident_faces(image, settings)
     result.face_count = len(confident)
     if not confident:
-        result.reject("no_face", "has no face the detector is sure of; use a photo where your face is clearly visible, roughly frontal")
+        result.reject(
+            "no_face",
+            "has no face the detector is sure of; use a photo where your face is clearly visible, roughly frontal",
+        )
         return result
     face = result.face = confident[0]
     _measure(result, image, face, confident, settings)
@@ -82,7 +92,9 @@ def _confident_faces(image: Image.Image, settings: CaptureSettings) -> list[Face
     below the detector's window."""
     confident = _confirmed(image, _detect(image, 0, settings), settings)
     smallest_found = faces.HOG_MIN_FACE * max(1.0, max(image.size) / faces.DETECT_MAX_SIDE)  # in image pixels
-    if settings.face_upsample > 0 and (not confident or confident[0].width * settings.prominent_face_ratio < smallest_found):
+    if settings.face_upsample > 0 and (
+        not confident or confident[0].width * settings.prominent_face_ratio < smallest_found
+    ):
         confident = _confirmed(image, _detect(image, settings.face_upsample, settings), settings)
     return confident
 
@@ -105,7 +117,9 @@ def _confirmed(image: Image.Image, candidates: list[Face], settings: CaptureSett
     return kept
 
 
-def _measure(result: PhotoResult, image: Image.Image, face: Face, confident: list[Face], settings: CaptureSettings) -> None:
+def _measure(
+    result: PhotoResult, image: Image.Image, face: Face, confident: list[Face], settings: CaptureSettings
+) -> None:
     others = checks.prominent_faces(confident, face, settings.face_min_score, settings.prominent_face_ratio)
     if others:
         result.reject(
@@ -126,7 +140,13 @@ def _measure(result: PhotoResult, image: Image.Image, face: Face, confident: lis
             "use a sharper photo or list it in keep_anyway",
         )
     if badly_exposed:
-        problem = "too dark" if result.brightness < low else "too bright" if result.brightness > high else "clipped to black or white"
+        problem = (
+            "too dark"
+            if result.brightness < low
+            else "too bright"
+            if result.brightness > high
+            else "clipped to black or white"
+        )
         result.reject(
             "exposure",
             f"is badly exposed: the face is {problem} (brightness {result.brightness:.2f}, allowed {low:g}-{high:g}; "
@@ -135,7 +155,11 @@ def _measure(result: PhotoResult, image: Image.Image, face: Face, confident: lis
 
 
 def _thumbnail(image: Image.Image) -> Image.Image:
-    thumbnail = image.copy() if max(image.size) <= THUMBNAIL_SIDE * 2 else image.reduce(max(1, max(image.size) // (THUMBNAIL_SIDE * 2)))
+    thumbnail = (
+        image.copy()
+        if max(image.size) <= THUMBNAIL_SIDE * 2
+        else image.reduce(max(1, max(image.size) // (THUMBNAIL_SIDE * 2)))
+    )
     thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
     return thumbnail
 
@@ -202,7 +226,11 @@ def build_entries(photos: list[PhotoResult], settings: CaptureSettings) -> list[
             continue
         for index, crop in enumerate(photo.crops):
             file_name = f"images/{len(entries) + 1:04d}.png"
-            entries.append(DatasetEntry(file_name, photo, crop, "main" if index == 0 else "loose", caption_for(photo, crop, settings)))
+            entries.append(
+                DatasetEntry(
+                    file_name, photo, crop, "main" if index == 0 else "loose", caption_for(photo, crop, settings)
+                )
+            )
     overrides = settings.captions_override or {}
     for entry in entries:
         for key in (entry.file_name, Path(entry.file_name).name, entry.photo.name, Path(entry.photo.name).name):
@@ -225,7 +253,9 @@ def analyse_photos(
     settings = dataclasses.replace(settings, **overrides)  # checked again, and the caller's settings stay as they were
     photos_dir = Path(photos_dir)
     sources = find_photos(photos_dir)
-    photos = [analyse_photo(source, settings) for source in tqdm(sources, desc="photos", unit="photo", disable=not progress)]
+    photos = [
+        analyse_photo(source, settings) for source in tqdm(sources, desc="photos", unit="photo", disable=not progress)
+    ]
     check_duplicates(photos, settings.duplicate_max_distance)
     check_identity(photos, settings.identity_max_distance)
     return CaptureResult(photos_dir, settings, photos, build_entries(photos, settings))

@@ -126,9 +126,8 @@ class CaptureResult:
             check = photo.rejections[0].check if photo.rejections else "unknown"
             counts[check] = counts.get(check, 0) + 1
         why = ", ".join(f"{count} {check.replace('_', ' ')}" for check, count in sorted(counts.items()))
-        return (
-            f"{len(self.kept)} of {len(self.photos)} files usable -> {len(self.entries)} training images"
-            + (f"; rejected: {why}" if why else "")
+        return f"{len(self.kept)} of {len(self.photos)} files usable -> {len(self.entries)} training images" + (
+            f"; rejected: {why}" if why else ""
         )
 
     def report(self):
@@ -169,14 +168,21 @@ class CaptureResult:
         """The training images and their captions (pandas DataFrame), as they will be written."""
         import pandas as pd
 
-        rows = [{"image": e.file_name, "source": e.photo.name, "variant": e.variant, "caption": e.caption} for e in self.entries]
+        rows = [
+            {"image": e.file_name, "source": e.photo.name, "variant": e.variant, "caption": e.caption}
+            for e in self.entries
+        ]
         return pd.DataFrame(rows, columns=["image", "source", "variant", "caption"])
 
     def set_caption(self, name: str, caption: str) -> None:
         """Change a caption before writing: `name` is an output ("0001.png", "images/0001.png") or a source file."""
-        matched = [e for e in self.entries if name in (e.file_name, Path(e.file_name).name) or e.photo.source.matches({name})]
+        matched = [
+            e for e in self.entries if name in (e.file_name, Path(e.file_name).name) or e.photo.source.matches({name})
+        ]
         if not matched:
-            raise KeyError(f"No training image or kept photo is called {name!r}; names look like '0001.png' or a photo's file name.")
+            raise KeyError(
+                f"No training image or kept photo is called {name!r}; names look like '0001.png' or a photo's file name."
+            )
         for entry in matched:
             entry.caption = caption
 

@@ -33,7 +33,9 @@ def _font(size: int = 12):
 def _fit(image: Image.Image, side: int) -> tuple[Image.Image, float, tuple[int, int]]:
     """The image scaled into a side x side grey panel; returns (panel, scale, offset)."""
     scale = min(side / image.width, side / image.height)
-    resized = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    resized = image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+    )
     panel = Image.new("RGB", (side, side), (235, 235, 235))
     offset = ((side - resized.width) // 2, (side - resized.height) // 2)
     panel.paste(resized, offset)
@@ -44,7 +46,9 @@ def _original_panel(photo) -> Image.Image:
     """The upright photo with its face box (yellow) and crop box (green) drawn on it."""
     if photo.thumbnail is None:
         panel = Image.new("RGB", (PANEL, PANEL), (215, 215, 215))
-        ImageDraw.Draw(panel).text((PANEL // 2, PANEL // 2), "unreadable", fill=(90, 90, 90), anchor="mm", font=_font(14))
+        ImageDraw.Draw(panel).text(
+            (PANEL // 2, PANEL // 2), "unreadable", fill=(90, 90, 90), anchor="mm", font=_font(14)
+        )
         return panel
     panel, scale, (dx, dy) = _fit(photo.thumbnail, PANEL)
     to_panel = scale * photo.thumbnail.width / (photo.original_size[0] * photo.scale)

@@ -52,7 +52,8 @@ class PhotoSource:
             raise TooLarge(
                 f"is {size / 1e6:.0f} MB, more than the {MAX_FILE_BYTES / 1e6:.0f} MB limit for one photo, so it was "
                 f"not read; if it is a photo, export it as a JPEG (phone photos are 2-10 MB), otherwise remove it "
-                f"from {where}")
+                f"from {where}"
+            )
         if self.member is None:
             with open(self.path, "rb") as handle:
                 return handle.read()
@@ -89,9 +90,17 @@ def _zip_members(archive_path: Path, display: str) -> list[PhotoSource]:
     for member in sorted(members):
         problem = unsafe_member(member)
         if problem:  # never read, but reported: a file must not vanish from the report
-            sources.append(PhotoSource(f"{display}/{member}", archive_path, member, refused=(
-                f"was skipped without being read: inside the zip it {problem} (how a zip smuggles files out of "
-                "the folder it is unpacked into); if it is your photo, re-create the zip from the photos themselves")))
+            sources.append(
+                PhotoSource(
+                    f"{display}/{member}",
+                    archive_path,
+                    member,
+                    refused=(
+                        f"was skipped without being read: inside the zip it {problem} (how a zip smuggles files out of "
+                        "the folder it is unpacked into); if it is your photo, re-create the zip from the photos themselves"
+                    ),
+                )
+            )
         elif not _is_skipped(member):
             sources.append(PhotoSource(f"{display}/{member}", archive_path, member))
     return sources
@@ -105,7 +114,9 @@ def find_photos(photos: str | os.PathLike) -> list[PhotoSource]:
     """
     root = Path(photos).expanduser()
     if not root.exists():
-        raise CaptureError(f"The photos folder {root} does not exist; put your photos there or set photos_dir to where they are.")
+        raise CaptureError(
+            f"The photos folder {root} does not exist; put your photos there or set photos_dir to where they are."
+        )
     if root.is_file():
         return _zip_members(root, root.name) if root.suffix.lower() == ".zip" else [PhotoSource(root.name, root)]
     sources: list[PhotoSource] = []

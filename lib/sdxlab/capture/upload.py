@@ -54,7 +54,9 @@ def upload_widget(target_dir: str | os.PathLike):
     import ipywidgets as widgets
 
     button = widgets.FileUpload(accept=UPLOAD_ACCEPT, multiple=True, description="Upload photos")
-    status = widgets.HTML(f"Photos you upload are saved into <code>{target_dir}</code> (existing files are never replaced).")
+    status = widgets.HTML(
+        f"Photos you upload are saved into <code>{target_dir}</code> (existing files are never replaced)."
+    )
 
     def on_upload(change):
         saved = save_uploads(change["new"], target_dir)
@@ -73,7 +75,9 @@ def caption_editor(result):
 
     rows = []
     for entry in result.entries:
-        box = widgets.Text(value=entry.caption, description=Path(entry.file_name).name, layout=widgets.Layout(width="90%"))
+        box = widgets.Text(
+            value=entry.caption, description=Path(entry.file_name).name, layout=widgets.Layout(width="90%")
+        )
 
         def on_change(change, entry=entry):
             entry.caption = change["new"]

@@ -58,8 +58,10 @@ class ClipModel:
         for image in images:
             image = image.convert("RGB")  # grayscale, palette and alpha images all become RGB
             scale = size / min(image.size)
-            resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                                   Image.Resampling.BICUBIC)
+            resized = image.resize(
+                (max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                Image.Resampling.BICUBIC,
+            )
             left, top = (resized.width - size) // 2, (resized.height - size) // 2
             pixels = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
             batch.append((pixels - np.array(self.mean, dtype=np.float32)) / np.array(self.std, dtype=np.float32))
@@ -84,9 +86,16 @@ class ClipModel:
             return np.zeros((0, self.dimension), dtype=np.float32)
         rows = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                                    max_length=77, return_tensors="pt")
-            tokens = {key: value.to(self.device) for key, value in tokens.items() if key in ("input_ids", "attention_mask")}
+            tokens = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=77,
+                return_tensors="pt",
+            )
+            tokens = {
+                key: value.to(self.device) for key, value in tokens.items() if key in ("input_ids", "attention_mask")
+            }
             rows.append(_features(self.model.get_text_features(**tokens)))
         return _unit_rows(torch.cat(rows))
 
@@ -105,8 +114,12 @@ def _unit_rows(features: torch.Tensor) -> np.ndarray:
     return (features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
 
-def load_clip(clip_model: str | os.PathLike = DEFAULT_CLIP_MODEL, device: str | torch.device | None = "auto",
-              allow_pickle: bool = False, local_files_only: bool = False) -> ClipModel:
+def load_clip(
+    clip_model: str | os.PathLike = DEFAULT_CLIP_MODEL,
+    device: str | torch.device | None = "auto",
+    allow_pickle: bool = False,
+    local_files_only: bool = False,
+) -> ClipModel:
     """Load CLIP once per process: "tiny" (offline, random weights), a hub id or a local folder.
 
     `local_files_only=True` takes a hub id from the local hub cache only (never the network).
@@ -122,20 +135,29 @@ def _load_clip(source: str, device: str, allow_pickle: bool, local_files_only: b
     folder = tiny_clip() if source == TINY_CLIP else Path(source).expanduser()
     is_local = folder.is_dir()
     if not is_local and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-        raise ModelLoadError(f"CLIP model folder {folder} does not exist; pass an existing folder, a hub id such as "
-                             f"{DEFAULT_CLIP_MODEL}, or 'tiny' for the offline plumbing model.")
-    if is_local and not allow_pickle and not any(folder.glob("*.safetensors")) and any(
-            (folder / name).exists() for name in PICKLE_WEIGHTS):
-        raise ModelLoadError(f"Refusing to load {folder}: it has only pickle-based weights, which can run arbitrary code "
-                             "when loaded; convert them to .safetensors or pass allow_pickle=True if you trust them.")
+        raise ModelLoadError(
+            f"CLIP model folder {folder} does not exist; pass an existing folder, a hub id such as "
+            f"{DEFAULT_CLIP_MODEL}, or 'tiny' for the offline plumbing model."
+        )
+    if (
+        is_local
+        and not allow_pickle
+        and not any(folder.glob("*.safetensors"))
+        and any((folder / name).exists() for name in PICKLE_WEIGHTS)
+    ):
+        raise ModelLoadError(
+            f"Refusing to load {folder}: it has only pickle-based weights, which can run arbitrary code "
+            "when loaded; convert them to .safetensors or pass allow_pickle=True if you trust them."
+        )
     location = str(folder) if is_local else source
     local_only = is_local or local_files_only
     torch_device = torch.device(device)
     # CLIP was trained in fp16; on a GPU that halves memory at no cost to the scores. CPUs stay in fp32.
     dtype = torch.float16 if torch_device.type == "cuda" else torch.float32
     try:
-        model = CLIPModel.from_pretrained(location, dtype=dtype, use_safetensors=not allow_pickle,
-                                          local_files_only=local_only)
+        model = CLIPModel.from_pretrained(
+            location, dtype=dtype, use_safetensors=not allow_pickle, local_files_only=local_only
+        )
         tokenizer = CLIPTokenizer.from_pretrained(location, local_files_only=local_only)
     except Exception as error:  # huggingface_hub and transformers raise many types for "cannot get it"
         raise ModelLoadError(
@@ -145,7 +167,9 @@ def _load_clip(source: str, device: str, allow_pickle: bool, local_files_only: b
         ) from error
     model.to(torch_device).eval()
     size, mean, std = _preprocessing(location, is_local, model, local_only)
-    return ClipModel(name=source, model=model, tokenizer=tokenizer, device=torch_device, image_size=size, mean=mean, std=std)
+    return ClipModel(
+        name=source, model=model, tokenizer=tokenizer, device=torch_device, image_size=size, mean=mean, std=std
+    )
 
 
 def _preprocessing(location: str, is_local: bool, model, local_files_only: bool) -> tuple[int, tuple, tuple]:
@@ -159,8 +183,11 @@ def _preprocessing(location: str, is_local: bool, model, local_files_only: bool)
         else:
             from huggingface_hub import hf_hub_download
 
-            config = json.loads(Path(hf_hub_download(location, "preprocessor_config.json",
-                                                     local_files_only=local_files_only)).read_text())
+            config = json.loads(
+                Path(
+                    hf_hub_download(location, "preprocessor_config.json", local_files_only=local_files_only)
+                ).read_text()
+            )
     except Exception:  # a missing or odd preprocessor config: CLIP's published defaults are right for CLIP
         config = {}
     mean = tuple(config.get("image_mean") or CLIP_MEAN)
@@ -179,8 +206,11 @@ def tiny_clip(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
     with files.atomic_folder(folder) as staging:
         build_tiny_clip(seed).save_pretrained(staging, safe_serialization=True)
         write_clip_tokenizer(staging, pad_token="<|endoftext|>")
-        (staging / "preprocessor_config.json").write_text(json.dumps(
-            {"image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "crop_size": 64, "size": 64}, indent=2))
+        (staging / "preprocessor_config.json").write_text(
+            json.dumps(
+                {"image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "crop_size": 64, "size": 64}, indent=2
+            )
+        )
     return folder
 
 
@@ -189,11 +219,20 @@ def build_tiny_clip(seed: int = 0):
     from transformers import CLIPConfig, CLIPModel
 
     vocab_size = 49408
-    text = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size,
-                max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-                pad_token_id=vocab_size - 1)
-    vision = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=64,
-                  patch_size=16)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=vocab_size,
+        max_position_embeddings=77,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=64, patch_size=16
+    )
     with torch.random.fork_rng(devices=[]):  # a fixed model without disturbing the caller's random state
         torch.manual_seed(seed)
         return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))

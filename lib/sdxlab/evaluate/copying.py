@@ -30,8 +30,13 @@ class CopyCheck:
         return int(self.flags.sum())
 
 
-def check_copies(generated: np.ndarray, training: np.ndarray, training_mirrored: np.ndarray,
-                 training_files: Sequence[str], training_sources: Sequence[str] | None = None) -> CopyCheck:
+def check_copies(
+    generated: np.ndarray,
+    training: np.ndarray,
+    training_mirrored: np.ndarray,
+    training_files: Sequence[str],
+    training_sources: Sequence[str] | None = None,
+) -> CopyCheck:
     """Nearest-training-photo distances of generated images and the flags against the training set's own spread.
 
     `training_sources` (one per training image) names the photo each was cropped from; images of one source
@@ -42,10 +47,12 @@ def check_copies(generated: np.ndarray, training: np.ndarray, training_mirrored:
     mirrored = np.asarray(training_mirrored, dtype=np.float64)
     count = len(training)
     if count == 0 or len(generated) == 0:
-        return CopyCheck(math.nan, np.full(len(generated), np.nan), [""] * len(generated), np.zeros(len(generated), bool))
+        return CopyCheck(
+            math.nan, np.full(len(generated), np.nan), [""] * len(generated), np.zeros(len(generated), bool)
+        )
     both = np.vstack([training, mirrored])
     between = pairwise_distances(np.vstack([both, generated]))
-    training_block = between[:count, :2 * count].copy()
+    training_block = between[:count, : 2 * count].copy()
     sources = list(training_sources) if training_sources is not None else list(range(count))
     same_photo = np.array([[a == b for b in sources] for a in sources])
     # a photo against itself, its own mirror image or another crop of the same photo does not count

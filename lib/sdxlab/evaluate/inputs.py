@@ -53,8 +53,10 @@ def find_samples(samples_dir: str | Path, prompt: str | None = None) -> SampleSe
     folder = Path(samples_dir)
     found = SampleSet(folder=folder)
     if not folder.exists():
-        found.notes.append(f"Samples folder {folder} does not exist; run 03_sample first, or point evaluate_samples_dir "
-                           "at a folder of images.")
+        found.notes.append(
+            f"Samples folder {folder} does not exist; run 03_sample first, or point evaluate_samples_dir "
+            "at a folder of images."
+        )
         return found
     if folder.is_file():
         found.notes.append(f"{folder} is a file, not a folder; point evaluate_samples_dir at the folder of images.")
@@ -70,11 +72,15 @@ def find_samples(samples_dir: str | Path, prompt: str | None = None) -> SampleSe
         for sample in found.samples:
             sample.prompt = sample.prompt or prompt
     if found.samples and all(sample.prompt is None for sample in found.samples):
-        found.notes.append("No prompts are known for these images (no samples.csv, no PNG parameters); prompt "
-                           "alignment is skipped: pass evaluate_prompt to score them against one prompt.")
+        found.notes.append(
+            "No prompts are known for these images (no samples.csv, no PNG parameters); prompt "
+            "alignment is skipped: pass evaluate_prompt to score them against one prompt."
+        )
     elif not found.samples and not found.notes:
-        found.notes.append(f"No images found in {folder}; run 03_sample first, or point evaluate_samples_dir at a "
-                           "folder of PNG/JPEG images.")
+        found.notes.append(
+            f"No images found in {folder}; run 03_sample first, or point evaluate_samples_dir at a "
+            "folder of PNG/JPEG images."
+        )
     return found
 
 
@@ -87,8 +93,10 @@ def _read_samples_csv(found: SampleSet) -> None:
         found.notes.append(f"Could not read {table} ({error}); evaluating the images in the folder instead.")
         return
     if rows and "file" not in rows[0]:
-        found.notes.append(f"{table} has no 'file' column (columns: {', '.join(rows[0])}); evaluating the images in "
-                           "the folder instead, with prompts from their PNG parameters where present.")
+        found.notes.append(
+            f"{table} has no 'file' column (columns: {', '.join(rows[0])}); evaluating the images in "
+            "the folder instead, with prompts from their PNG parameters where present."
+        )
         return
     missing = []
     for row in rows:
@@ -97,25 +105,34 @@ def _read_samples_csv(found: SampleSet) -> None:
             missing.append(row.get("file") or "(empty)")
             continue
         embedded = read_png_parameters(path)
-        found.samples.append(Sample(
-            path=path, file=row["file"],
-            prompt=_text(row.get("prompt")) or embedded.get("prompt"),
-            negative_prompt=_text(row.get("negative_prompt")) or embedded.get("negative_prompt"),
-            seed=_int(row.get("seed")) if _int(row.get("seed")) is not None else embedded.get("seed"),
-            lora_scale=_float(row.get("lora_scale")) if _float(row.get("lora_scale")) is not None else embedded.get("lora_scale"),
-            checkpoint=_checkpoint_label(row.get("checkpoint")),
-            lora_file=_text(row.get("lora_file")) or "",
-        ))
+        found.samples.append(
+            Sample(
+                path=path,
+                file=row["file"],
+                prompt=_text(row.get("prompt")) or embedded.get("prompt"),
+                negative_prompt=_text(row.get("negative_prompt")) or embedded.get("negative_prompt"),
+                seed=_int(row.get("seed")) if _int(row.get("seed")) is not None else embedded.get("seed"),
+                lora_scale=_float(row.get("lora_scale"))
+                if _float(row.get("lora_scale")) is not None
+                else embedded.get("lora_scale"),
+                checkpoint=_checkpoint_label(row.get("checkpoint")),
+                lora_file=_text(row.get("lora_file")) or "",
+            )
+        )
     found.source = "samples.csv"
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        found.notes.append(f"{len(missing)} row(s) of {table} name images that are not there ({shown}); they were "
-                           "left out. Re-run 03_sample if files were deleted.")
+        found.notes.append(
+            f"{len(missing)} row(s) of {table} name images that are not there ({shown}); they were "
+            "left out. Re-run 03_sample if files were deleted."
+        )
     listed = {sample.path.resolve() for sample in found.samples}
     unlisted = [path for path in _image_files(found.folder) if path.resolve() not in listed]
     if unlisted and found.samples:
-        found.notes.append(f"{len(unlisted)} image(s) in {found.folder} are not listed in samples.csv and were left out "
-                           f"(e.g. {unlisted[0].name}).")
+        found.notes.append(
+            f"{len(unlisted)} image(s) in {found.folder} are not listed in samples.csv and were left out "
+            f"(e.g. {unlisted[0].name})."
+        )
 
 
 def _scan_folder(found: SampleSet) -> None:
@@ -123,18 +140,25 @@ def _scan_folder(found: SampleSet) -> None:
     if not files:
         nested = sorted(path for path in found.folder.rglob("*") if _is_sample_image(path))
         if nested:
-            found.notes.append(f"No images directly in {found.folder}; evaluating the {len(nested)} image(s) in its "
-                               "subfolders.")
+            found.notes.append(
+                f"No images directly in {found.folder}; evaluating the {len(nested)} image(s) in its subfolders."
+            )
         files = nested
     with_parameters = 0
     for path in files:
         embedded = read_png_parameters(path)
         with_parameters += bool(embedded)
-        found.samples.append(Sample(
-            path=path, file=str(path.relative_to(found.folder)), prompt=embedded.get("prompt"),
-            negative_prompt=embedded.get("negative_prompt"), seed=embedded.get("seed"),
-            lora_scale=embedded.get("lora_scale"), checkpoint=_checkpoint_label(embedded.get("checkpoint")),
-        ))
+        found.samples.append(
+            Sample(
+                path=path,
+                file=str(path.relative_to(found.folder)),
+                prompt=embedded.get("prompt"),
+                negative_prompt=embedded.get("negative_prompt"),
+                seed=embedded.get("seed"),
+                lora_scale=embedded.get("lora_scale"),
+                checkpoint=_checkpoint_label(embedded.get("checkpoint")),
+            )
+        )
     found.source = "png parameters" if with_parameters else "folder"
 
 
@@ -235,8 +259,10 @@ def training_photos(dataset_dir: str | Path | None) -> tuple[list[Path], list[st
         return [], ["No training set given; likeness is skipped (the other metrics still run)."]
     folder = Path(dataset_dir)
     if not folder.is_dir():
-        return [], [f"Training set {folder} does not exist; likeness is skipped (the other metrics still run). "
-                    "Run 01_capture first, or point evaluate_dataset_dir at a folder of your photos."]
+        return [], [
+            f"Training set {folder} does not exist; likeness is skipped (the other metrics still run). "
+            "Run 01_capture first, or point evaluate_dataset_dir at a folder of your photos."
+        ]
     notes: list[str] = []
     if not (folder / "metadata.jsonl").is_file() and (folder / "dataset" / "metadata.jsonl").is_file():
         notes.append(f"{folder} looks like a run folder; using its dataset/ subfolder as the training set.")
@@ -256,7 +282,9 @@ def training_photos(dataset_dir: str | Path | None) -> tuple[list[Path], list[st
             else:
                 missing += 1
         if missing:
-            notes.append(f"{missing} image(s) listed in {metadata} are missing; re-run 01_capture if that is unexpected.")
+            notes.append(
+                f"{missing} image(s) listed in {metadata} are missing; re-run 01_capture if that is unexpected."
+            )
         if paths:
             return paths, notes
     images_folder = folder / "images" if (folder / "images").is_dir() else folder

@@ -113,8 +113,9 @@ class IdentityReference:
     sources: list[str] = field(default_factory=list)  # per image, the photo it was cropped from; [] = each its own
 
     @classmethod
-    def from_photos(cls, paths: Sequence[Path], upsample: int = 1,
-                    sources: Sequence[str] | None = None) -> IdentityReference:
+    def from_photos(
+        cls, paths: Sequence[Path], upsample: int = 1, sources: Sequence[str] | None = None
+    ) -> IdentityReference:
         """Descriptors of the faces in `paths`; `sources` (one per path) groups crops of one photo."""
         from sdxlab.evaluate.inputs import open_rgb
 
@@ -132,8 +133,10 @@ class IdentityReference:
             files.append(Path(path).name)
             kept_sources.append(str(sources[index]) if sources is not None else str(path))
         if without_face:
-            notes.append(f"No face found in {len(without_face)} training photo(s) ({', '.join(without_face[:4])}"
-                         f"{', ...' if len(without_face) > 4 else ''}); they do not count for likeness.")
+            notes.append(
+                f"No face found in {len(without_face)} training photo(s) ({', '.join(without_face[:4])}"
+                f"{', ...' if len(without_face) > 4 else ''}); they do not count for likeness."
+            )
         if not embeddings:
             raise LikenessUnavailable(
                 f"No face was found in any of the {len(paths)} training photo(s), so likeness cannot be measured; "
@@ -237,9 +240,13 @@ class Calibration:
 
     def to_dict(self) -> dict:
         return {
-            "ceiling": self.ceiling.to_dict(), "ceiling_nearest": self.ceiling_nearest.to_dict(),
-            "floor": self.floor.to_dict(), "floor_nearest": self.floor_nearest.to_dict(),
-            "floor_source": self.floor_source, "strangers": self.strangers, "notes": list(self.notes),
+            "ceiling": self.ceiling.to_dict(),
+            "ceiling_nearest": self.ceiling_nearest.to_dict(),
+            "floor": self.floor.to_dict(),
+            "floor_nearest": self.floor_nearest.to_dict(),
+            "floor_source": self.floor_source,
+            "strangers": self.strangers,
+            "notes": list(self.notes),
         }
 
 
@@ -248,31 +255,51 @@ def calibrate(reference: IdentityReference, others: np.ndarray, floor_source: st
     notes = []
     to_centroid, nearest = reference.leave_one_out()
     if len(reference) < 2:
-        notes.append("Only one training photo has a face, so there is no leave-one-out ceiling; likeness is "
-                     "reported raw, without a position between floor and ceiling.")
+        notes.append(
+            "Only one training photo has a face, so there is no leave-one-out ceiling; likeness is "
+            "reported raw, without a position between floor and ceiling."
+        )
     elif reference.photos < 2:
-        notes.append(f"All {len(reference)} training images with a face are crops of one photo, so there is no "
-                     "leave-one-out ceiling; likeness is reported raw, without a position between floor and ceiling.")
-    others = np.asarray(others, dtype=np.float64).reshape(-1, reference.embeddings.shape[1]) if len(others) else np.zeros((0, 128))
+        notes.append(
+            f"All {len(reference)} training images with a face are crops of one photo, so there is no "
+            "leave-one-out ceiling; likeness is reported raw, without a position between floor and ceiling."
+        )
+    others = (
+        np.asarray(others, dtype=np.float64).reshape(-1, reference.embeddings.shape[1])
+        if len(others)
+        else np.zeros((0, 128))
+    )
     if len(others):
         distances = np.linalg.norm(others - reference.centroid, axis=1)
         close = int((distances < faces.SAME_PERSON_DISTANCE).sum())
         if close:  # kept: leaving the closest strangers out would lower the floor and flatter every position
-            notes.append(f"{close} of the {len(others)} other people's faces are within identity distance "
-                         f"{faces.SAME_PERSON_DISTANCE} of the person (dlib would call them the same person); they "
-                         "still count for the floor. If the other-people photos show the person, remove those.")
+            notes.append(
+                f"{close} of the {len(others)} other people's faces are within identity distance "
+                f"{faces.SAME_PERSON_DISTANCE} of the person (dlib would call them the same person); they "
+                "still count for the floor. If the other-people photos show the person, remove those."
+            )
     if not len(others):
-        notes.append("Floor unknown: no other people's faces were available, so likeness is reported raw, without "
-                     "a position between floor and ceiling; pass evaluate_other_people_dir to set one.")
+        notes.append(
+            "Floor unknown: no other people's faces were available, so likeness is reported raw, without "
+            "a position between floor and ceiling; pass evaluate_other_people_dir to set one."
+        )
         floor, floor_nearest = Band([]), Band([])
     else:
         floor = Band(cosine_rows(others, reference.centroid).ravel().tolist())
         floor_nearest = Band(cosine_rows(others, reference.embeddings).max(axis=1).tolist())
-    calibration = Calibration(Band(to_centroid.tolist()), Band(nearest.tolist()), floor, floor_nearest,
-                              floor_source if len(others) else "", notes)
+    calibration = Calibration(
+        Band(to_centroid.tolist()),
+        Band(nearest.tolist()),
+        floor,
+        floor_nearest,
+        floor_source if len(others) else "",
+        notes,
+    )
     if calibration.ceiling.values and calibration.floor.values and not calibration.known:
-        notes.append("The other people score as close to the training centroid as the person's own photos do, so "
-                     "the floor/ceiling calibration is meaningless here; check the two photo sets.")
+        notes.append(
+            "The other people score as close to the training centroid as the person's own photos do, so "
+            "the floor/ceiling calibration is meaningless here; check the two photo sets."
+        )
     return calibration
 
 

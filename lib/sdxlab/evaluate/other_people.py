@@ -46,16 +46,29 @@ def group_photo_path(download: bool = True, timeout: float = 120) -> tuple[Path 
     if not download:
         return None, "The default other-people photo is not cached and downloading was turned off."
     with tempfile.TemporaryDirectory(prefix="sdxlab-insightface-") as folder:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", INSIGHTFACE_WHEEL,
-                   "-d", folder, "--quiet", "--disable-pip-version-check"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            INSIGHTFACE_WHEEL,
+            "-d",
+            folder,
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=timeout)
             wheel = next(Path(folder).glob("insightface-*.whl"))
             with zipfile.ZipFile(wheel) as archive:
                 data = archive.read(GROUP_PHOTO_MEMBER)
         except (subprocess.SubprocessError, OSError, StopIteration, KeyError, zipfile.BadZipFile) as error:
-            return None, (f"Could not fetch the default other-people photo ({INSIGHTFACE_WHEEL} from PyPI: "
-                          f"{type(error).__name__}); is there network? Pass evaluate_other_people_dir instead.")
+            return None, (
+                f"Could not fetch the default other-people photo ({INSIGHTFACE_WHEEL} from PyPI: "
+                f"{type(error).__name__}); is there network? Pass evaluate_other_people_dir instead."
+            )
     if _sha256(data) != GROUP_PHOTO_SHA256:
         return None, f"The group photo in {INSIGHTFACE_WHEEL} is not the expected file; it was not used."
     return files.write_bytes(target, data), ""
@@ -68,9 +81,15 @@ def other_people(other_people_dir: str | Path | None = None, download: bool = Tr
     if other_people_dir is not None:
         folder = Path(other_people_dir)
         if not folder.is_dir():
-            return OtherPeople(np.zeros((0, 128)), [], "", [
-                f"Other-people folder {folder} does not exist; the likeness floor is unknown. Point "
-                "evaluate_other_people_dir at a folder of photos of other people, or set it to None for the default."])
+            return OtherPeople(
+                np.zeros((0, 128)),
+                [],
+                "",
+                [
+                    f"Other-people folder {folder} does not exist; the likeness floor is unknown. Point "
+                    "evaluate_other_people_dir at a folder of photos of other people, or set it to None for the default."
+                ],
+            )
         paths = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
         source = f"{len(paths)} photo(s) in {folder}"
     else:
@@ -111,8 +130,16 @@ def group_photo_faces(download: bool = True) -> list:
             continue
         margin = face.width // 2
         left, top, right, bottom = face.box
-        crops.append(image.crop((max(0, left - margin), max(0, top - margin),
-                                 min(image.width, right + margin), min(image.height, bottom + margin))))
+        crops.append(
+            image.crop(
+                (
+                    max(0, left - margin),
+                    max(0, top - margin),
+                    min(image.width, right + margin),
+                    min(image.height, bottom + margin),
+                )
+            )
+        )
     return crops
 
 

@@ -30,28 +30,84 @@ from sdxlab.layout import RunLayout
 from sdxlab.models import TINY_MODEL, ModelLoadError
 
 PER_IMAGE_COLUMNS = (
-    "file", "prompt", "intent", "seed", "lora_scale", "checkpoint", "checkpoint_step",
-    "face_found", "face_count", "face_score", "face_size",
-    "likeness", "likeness_nearest", "likeness_position", "identity_distance", "identity_distance_nearest",
-    "identity_match", "likeness_nearest_photo",
-    "clip_t", "diversity_clip", "diversity_pose", *POSE_FEATURES,
-    "copy_distance", "copy_nearest_photo", "copy_flag",
-    "combined_score", "note",
+    "file",
+    "prompt",
+    "intent",
+    "seed",
+    "lora_scale",
+    "checkpoint",
+    "checkpoint_step",
+    "face_found",
+    "face_count",
+    "face_score",
+    "face_size",
+    "likeness",
+    "likeness_nearest",
+    "likeness_position",
+    "identity_distance",
+    "identity_distance_nearest",
+    "identity_match",
+    "likeness_nearest_photo",
+    "clip_t",
+    "diversity_clip",
+    "diversity_pose",
+    *POSE_FEATURES,
+    "copy_distance",
+    "copy_nearest_photo",
+    "copy_flag",
+    "combined_score",
+    "note",
 )
 SUMMARY_KEYS = (
-    "note", "meaningful", "created", "run", "samples_dir", "dataset_dir", "clip_model", "images", "notes",
-    "calibration", "overall", "per_prompt", "per_lora_scale", "per_checkpoint", "files",
+    "note",
+    "meaningful",
+    "created",
+    "run",
+    "samples_dir",
+    "dataset_dir",
+    "clip_model",
+    "images",
+    "notes",
+    "calibration",
+    "overall",
+    "per_prompt",
+    "per_lora_scale",
+    "per_checkpoint",
+    "files",
 )
 GROUP_KEYS = (
-    "images", "faces_found", "face_found_rate", "likeness_mean", "likeness_nearest_mean", "likeness_position_mean",
-    "identity_match_rate", "clip_t_mean", "clip_diversity", "pose_diversity", "copies",
+    "images",
+    "faces_found",
+    "face_found_rate",
+    "likeness_mean",
+    "likeness_nearest_mean",
+    "likeness_position_mean",
+    "identity_match_rate",
+    "clip_t_mean",
+    "clip_diversity",
+    "pose_diversity",
+    "copies",
 )
-CALIBRATION_KEYS = ("training_faces", "training_photos", "ceiling", "ceiling_nearest", "floor", "floor_nearest",
-                    "floor_source", "strangers", "copy_threshold", "notes")
-RANDOM_IMAGES_NOTE = ("The images come from a tiny random-weight model: every number here proves the plumbing "
-                      "works, none says anything about quality.")
-RANDOM_CLIP_NOTE = ("CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
-                    "meaningless; use a real CLIP model (the clip_model parameter) for real numbers.")
+CALIBRATION_KEYS = (
+    "training_faces",
+    "training_photos",
+    "ceiling",
+    "ceiling_nearest",
+    "floor",
+    "floor_nearest",
+    "floor_source",
+    "strangers",
+    "copy_threshold",
+    "notes",
+)
+RANDOM_IMAGES_NOTE = (
+    "The images come from a tiny random-weight model: every number here proves the plumbing "
+    "works, none says anything about quality."
+)
+RANDOM_CLIP_NOTE = (
+    "CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
+    "meaningless; use a real CLIP model (the clip_model parameter) for real numbers."
+)
 UNKNOWN_PROMPT = "(prompt unknown)"
 THUMBNAIL = 256  # longest side of the copies kept for galleries
 
@@ -72,9 +128,17 @@ class Evaluation:
         return self.per_image.empty
 
 
-def evaluate_run(run: str, outputs_dir: str | Path | None = None, *, samples_dir: str | Path | None = None,
-                 dataset_dir: str | Path | None = None, model: str | None = None, subject_token: str = "sks",
-                 random_images: bool | None = None, **options: Any) -> Evaluation:
+def evaluate_run(
+    run: str,
+    outputs_dir: str | Path | None = None,
+    *,
+    samples_dir: str | Path | None = None,
+    dataset_dir: str | Path | None = None,
+    model: str | None = None,
+    subject_token: str = "sks",
+    random_images: bool | None = None,
+    **options: Any,
+) -> Evaluation:
     """Evaluate a run's samples/ against its dataset/ and write metrics/ (see `evaluate_folder` for options).
 
     `model` is the generator's model (the notebook's `model`): "tiny" labels every number as meaningless
@@ -87,9 +151,15 @@ def evaluate_run(run: str, outputs_dir: str | Path | None = None, *, samples_dir
     subject = [subject_token, "".join(tokens), *tokens] if tokens else subject_token
     if random_images is None:
         random_images = TINY_MODEL in (model, config.get("model"))
-    return evaluate_folder(samples_dir or layout.samples, layout.metrics,
-                           dataset_dir=layout.dataset if dataset_dir is None else dataset_dir, run=run,
-                           subject_token=subject, random_images=random_images, **options)
+    return evaluate_folder(
+        samples_dir or layout.samples,
+        layout.metrics,
+        dataset_dir=layout.dataset if dataset_dir is None else dataset_dir,
+        run=run,
+        subject_token=subject,
+        random_images=random_images,
+        **options,
+    )
 
 
 def _train_config(path: Path) -> dict[str, Any]:
@@ -148,7 +218,9 @@ def evaluate_folder(
     else:
         notes.extend(likeness.notes)
     readings = [read_face(image, upsample) for image in _progress(images, "faces", progress)]
-    compared = [compare(reading, likeness.reference, likeness.calibration) if likeness else None for reading in readings]
+    compared = [
+        compare(reading, likeness.reference, likeness.calibration) if likeness else None for reading in readings
+    ]
 
     clip_scorer = _clip_scorer(clip_model, device, subject_token, class_word, notes)
     prompts = [sample.prompt for sample in samples]
@@ -176,36 +248,53 @@ def evaluate_folder(
             row_notes.append("no face found")
         elif reading.face_count > 1:
             row_notes.append(f"{reading.face_count} faces; the largest confident one was measured")
-        rows.append({
-            "file": sample.file, "prompt": sample.prompt or "", "intent": intents[index] or "", "seed": sample.seed,
-            "lora_scale": sample.lora_scale, "checkpoint": sample.checkpoint,
-            "checkpoint_step": checkpoint_step(sample.checkpoint),
-            "face_found": reading.face_found, "face_count": reading.face_count, "face_score": reading.face_score,
-            "face_size": reading.face_size,
-            "likeness": likeness_reading.similarity if likeness_reading else None,
-            "likeness_nearest": likeness_reading.similarity_nearest if likeness_reading else None,
-            "likeness_position": likeness_reading.position if likeness_reading else None,
-            "identity_distance": likeness_reading.distance if likeness_reading else None,
-            "identity_distance_nearest": likeness_reading.distance_nearest if likeness_reading else None,
-            "identity_match": likeness_reading.identity_match if likeness_reading else None,
-            "likeness_nearest_photo": (likeness_reading.nearest_photo or "") if likeness_reading else "",
-            "clip_t": clip_t[index], "diversity_clip": diversity_clip[index], "diversity_pose": diversity_pose[index],
-            **{name: reading.pose.get(name) for name in POSE_FEATURES},
-            "copy_distance": copies.distances[index], "copy_nearest_photo": copies.nearest[index],
-            "copy_flag": bool(copies.flags[index]) if not math.isnan(copies.threshold) else None,
-            "note": "; ".join(row_notes),
-        })
+        rows.append(
+            {
+                "file": sample.file,
+                "prompt": sample.prompt or "",
+                "intent": intents[index] or "",
+                "seed": sample.seed,
+                "lora_scale": sample.lora_scale,
+                "checkpoint": sample.checkpoint,
+                "checkpoint_step": checkpoint_step(sample.checkpoint),
+                "face_found": reading.face_found,
+                "face_count": reading.face_count,
+                "face_score": reading.face_score,
+                "face_size": reading.face_size,
+                "likeness": likeness_reading.similarity if likeness_reading else None,
+                "likeness_nearest": likeness_reading.similarity_nearest if likeness_reading else None,
+                "likeness_position": likeness_reading.position if likeness_reading else None,
+                "identity_distance": likeness_reading.distance if likeness_reading else None,
+                "identity_distance_nearest": likeness_reading.distance_nearest if likeness_reading else None,
+                "identity_match": likeness_reading.identity_match if likeness_reading else None,
+                "likeness_nearest_photo": (likeness_reading.nearest_photo or "") if likeness_reading else "",
+                "clip_t": clip_t[index],
+                "diversity_clip": diversity_clip[index],
+                "diversity_pose": diversity_pose[index],
+                **{name: reading.pose.get(name) for name in POSE_FEATURES},
+                "copy_distance": copies.distances[index],
+                "copy_nearest_photo": copies.nearest[index],
+                "copy_flag": bool(copies.flags[index]) if not math.isnan(copies.threshold) else None,
+                "note": "; ".join(row_notes),
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["combined_score"] = combined_score(frame)
     frame = frame[list(PER_IMAGE_COLUMNS)]
 
     clip_meaningful = clip_scorer.meaningful if clip_scorer is not None else None
     summary = build_summary(
-        frame, notes=notes, calibration=likeness.calibration if likeness else None,
+        frame,
+        notes=notes,
+        calibration=likeness.calibration if likeness else None,
         training_faces=len(likeness.reference) if likeness else 0,
-        training_photos=likeness.reference.photos if likeness else 0, copy_threshold=copies.threshold,
-        random_images=random_images, clip_meaningful=clip_meaningful,
-        clip_model=clip_model if clip_scorer is not None else None, run=run, samples_dir=found.folder,
+        training_photos=likeness.reference.photos if likeness else 0,
+        copy_threshold=copies.threshold,
+        random_images=random_images,
+        clip_meaningful=clip_meaningful,
+        clip_model=clip_model if clip_scorer is not None else None,
+        run=run,
+        samples_dir=found.folder,
         dataset_dir=dataset_dir,
     )
     evaluation = Evaluation(frame, summary, notes, None, likeness.calibration if likeness else None, thumbnails)
@@ -245,14 +334,19 @@ def _clip_scorer(clip_model: str, device: str, subject_token, class_word: str, n
 
 def _copy_check(clip_scorer: ClipAlignmentScorer, embeddings: np.ndarray, dataset_dir, notes: list[str]) -> CopyCheck:
     paths, _ = training_photos(dataset_dir) if dataset_dir is not None else ([], [])
-    photos = [(path.name, image, source) for path, source in zip(paths, photo_sources(paths), strict=True)
-              for image in [open_rgb(path)[0]] if image is not None]
+    photos = [
+        (path.name, image, source)
+        for path, source in zip(paths, photo_sources(paths), strict=True)
+        for image in [open_rgb(path)[0]]
+        if image is not None
+    ]
     if len({source for _, _, source in photos}) < 2:
         notes.append("Copy detection needs at least two training photos; no image was checked for copying.")
     training = clip_scorer.clip.embed_images([image for _, image, _ in photos])
     mirrored = clip_scorer.clip.embed_images([ImageOps.mirror(image) for _, image, _ in photos])
-    return check_copies(embeddings, training, mirrored, [name for name, _, _ in photos],
-                        [source for _, _, source in photos])
+    return check_copies(
+        embeddings, training, mirrored, [name for name, _, _ in photos], [source for _, _, source in photos]
+    )
 
 
 def combined_score(frame: pd.DataFrame) -> pd.Series:
@@ -311,12 +405,17 @@ def group_stats(frame: pd.DataFrame) -> dict[str, Any]:
         "likeness_nearest_mean": _mean(frame["likeness_nearest"]),
         "likeness_position_mean": _mean(frame["likeness_position"]),
         # no face counts as "not recognised": the share of all images in which dlib sees the person
-        "identity_match_rate": (float(frame.loc[likeness_known, "identity_match"].astype(bool).sum()) / len(frame)
-                                if likeness_known.any() else None),
+        "identity_match_rate": (
+            float(frame.loc[likeness_known, "identity_match"].astype(bool).sum()) / len(frame)
+            if likeness_known.any()
+            else None
+        ),
         "clip_t_mean": _mean(frame["clip_t"]),
         "clip_diversity": _mean(frame["diversity_clip"]),
         "pose_diversity": _mean(frame["diversity_pose"]),
-        "copies": int(frame["copy_flag"].fillna(False).astype(bool).sum()) if frame["copy_flag"].notna().any() else None,
+        "copies": int(frame["copy_flag"].fillna(False).astype(bool).sum())
+        if frame["copy_flag"].notna().any()
+        else None,
     }
     return stats
 
@@ -330,18 +429,38 @@ def _scale_key(value: Any) -> str:
     return "none" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):g}"
 
 
-def build_summary(frame: pd.DataFrame, *, notes: list[str], calibration: Calibration | None, training_faces: int,
-                  copy_threshold: float, random_images: bool, clip_meaningful: bool | None, clip_model: str | None,
-                  run: str | None, samples_dir: Path, dataset_dir, training_photos: int | None = None) -> dict[str, Any]:
-    warnings = ([RANDOM_IMAGES_NOTE] if random_images else []) + ([RANDOM_CLIP_NOTE] if clip_meaningful is False else [])
+def build_summary(
+    frame: pd.DataFrame,
+    *,
+    notes: list[str],
+    calibration: Calibration | None,
+    training_faces: int,
+    copy_threshold: float,
+    random_images: bool,
+    clip_meaningful: bool | None,
+    clip_model: str | None,
+    run: str | None,
+    samples_dir: Path,
+    dataset_dir,
+    training_photos: int | None = None,
+) -> dict[str, Any]:
+    warnings = ([RANDOM_IMAGES_NOTE] if random_images else []) + (
+        [RANDOM_CLIP_NOTE] if clip_meaningful is False else []
+    )
     per_checkpoint = {}
     for label, rows in frame.groupby("checkpoint", sort=False):
         step = rows["checkpoint_step"].dropna()
         per_checkpoint[str(label)] = {**group_stats(rows), "step": int(step.iloc[0]) if len(step) else None}
     calibration_dict = dict.fromkeys(CALIBRATION_KEYS)
-    calibration_dict.update({"training_faces": training_faces, "copy_threshold": copy_threshold, "notes": [],
-                             "strangers": 0,
-                             "training_photos": training_faces if training_photos is None else training_photos})
+    calibration_dict.update(
+        {
+            "training_faces": training_faces,
+            "copy_threshold": copy_threshold,
+            "notes": [],
+            "strangers": 0,
+            "training_photos": training_faces if training_photos is None else training_photos,
+        }
+    )
     if calibration is not None:
         calibration_dict.update(calibration.to_dict())
     summary = {
@@ -356,9 +475,12 @@ def build_summary(frame: pd.DataFrame, *, notes: list[str], calibration: Calibra
         "notes": list(notes),
         "calibration": calibration_dict,
         "overall": group_stats(frame),
-        "per_prompt": {prompt or UNKNOWN_PROMPT: group_stats(rows) for prompt, rows in frame.groupby("prompt", sort=False)},
-        "per_lora_scale": {key: group_stats(rows) for key, rows in
-                           frame.groupby(frame["lora_scale"].map(_scale_key), sort=False)},
+        "per_prompt": {
+            prompt or UNKNOWN_PROMPT: group_stats(rows) for prompt, rows in frame.groupby("prompt", sort=False)
+        },
+        "per_lora_scale": {
+            key: group_stats(rows) for key, rows in frame.groupby(frame["lora_scale"].map(_scale_key), sort=False)
+        },
         "per_checkpoint": per_checkpoint,
         "files": [],
     }
@@ -408,7 +530,8 @@ def evaluation_figures(evaluation: Evaluation) -> dict[str, Any]:
     figures = {}
     if evaluation.calibration is not None:
         figures["likeness_calibration"] = plots.likeness_calibration(
-            evaluation.calibration, frame["likeness"].dropna().astype(float).tolist(), note)
+            evaluation.calibration, frame["likeness"].dropna().astype(float).tolist(), note
+        )
     if frame["clip_t"].notna().any():
         figures["likeness_vs_alignment"] = plots.likeness_vs_alignment(frame, note)
     if frame["checkpoint"].nunique() > 1:
@@ -431,7 +554,9 @@ def best_and_worst_gallery(evaluation: Evaluation, count: int = 4):
         [evaluation.thumbnails[row["file"]] for _, row in worst.iterrows()],
         [f"best: {score_caption(row)}" for _, row in best.iterrows()],
         [f"worst: {score_caption(row)}" for _, row in worst.iterrows()],
-        "Best and worst images (combined rank of likeness and CLIP-T)", evaluation.summary.get("note", ""))
+        "Best and worst images (combined rank of likeness and CLIP-T)",
+        evaluation.summary.get("note", ""),
+    )
 
 
 def score_caption(row: pd.Series) -> str:
@@ -451,8 +576,16 @@ def score_caption(row: pd.Series) -> str:
 
 # --- comparing runs -------------------------------------------------------------------------------------------
 
-COMPARE_METRICS = ("face_found_rate", "likeness_mean", "likeness_position_mean", "identity_match_rate", "clip_t_mean",
-                   "clip_diversity", "pose_diversity", "copies")
+COMPARE_METRICS = (
+    "face_found_rate",
+    "likeness_mean",
+    "likeness_position_mean",
+    "identity_match_rate",
+    "clip_t_mean",
+    "clip_diversity",
+    "pose_diversity",
+    "copies",
+)
 
 
 @dataclass
@@ -478,7 +611,9 @@ def compare_runs(*runs: str | Path, outputs_dir: str | Path | None = None, by: s
     for run in runs:
         summary_path = _summary_path(run, outputs_dir)
         if summary_path is None:
-            notes.append(f"Run {run!s} has no metrics/summary.json; evaluate it with 04_evaluate first. It was left out.")
+            notes.append(
+                f"Run {run!s} has no metrics/summary.json; evaluate it with 04_evaluate first. It was left out."
+            )
             continue
         try:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))

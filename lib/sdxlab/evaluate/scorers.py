@@ -132,8 +132,14 @@ class ClipAlignmentScorer:
 
     name = "clip_t"
 
-    def __init__(self, clip_model: str = DEFAULT_CLIP_MODEL, device: str = "auto", subject_token: str | Sequence[str] = "sks",
-                 class_word: str = "person", clip: ClipModel | None = None):
+    def __init__(
+        self,
+        clip_model: str = DEFAULT_CLIP_MODEL,
+        device: str = "auto",
+        subject_token: str | Sequence[str] = "sks",
+        class_word: str = "person",
+        clip: ClipModel | None = None,
+    ):
         self.clip = clip or load_clip(clip_model, device)
         self.subject_token = subject_token
         self.class_word = class_word
@@ -177,8 +183,13 @@ class LikenessScorer:
         self.upsample = upsample
 
     @classmethod
-    def from_dataset(cls, dataset_dir: str | Path, other_people_dir: str | Path | None = None,
-                     download_floor: bool = True, upsample: int = 1) -> LikenessScorer:
+    def from_dataset(
+        cls,
+        dataset_dir: str | Path,
+        other_people_dir: str | Path | None = None,
+        download_floor: bool = True,
+        upsample: int = 1,
+    ) -> LikenessScorer:
         """The person from a training set (01_capture's dataset/ or any folder of their photos), calibrated.
 
         Raises `LikenessUnavailable` (one sentence) when the folder holds no usable face.

@@ -44,8 +44,24 @@ class VqaUnavailable(ScorerUnavailable):
 
 # --- questions from the parts of an intent ---------------------------------------------------------------------
 
-_NOUN_ENDINGS = ("photo", "photograph", "painting", "illustration", "drawing", "sketch", "render", "film",
-                 "snapshot", "portrait", "picture", "image", "poster", "still", "artwork", "print")
+_NOUN_ENDINGS = (
+    "photo",
+    "photograph",
+    "painting",
+    "illustration",
+    "drawing",
+    "sketch",
+    "render",
+    "film",
+    "snapshot",
+    "portrait",
+    "picture",
+    "image",
+    "poster",
+    "still",
+    "artwork",
+    "print",
+)
 
 
 @dataclass(frozen=True)
@@ -66,15 +82,24 @@ def part_questions(role: str, phrase: str) -> list[str]:
         if role == "who":
             questions.append(f"Is there {item}?")
         elif role == "where":
-            questions.append(f"Is it {item}?" if re.match(r"(in|on|at|under|inside|near|beside|by|over|above|"
-                                                          r"below|among|underwater|outside|behind|in front of)\b",
-                                                          item, flags=re.I) else f"Is it in {item}?")
+            questions.append(
+                f"Is it {item}?"
+                if re.match(
+                    r"(in|on|at|under|inside|near|beside|by|over|above|"
+                    r"below|among|underwater|outside|behind|in front of)\b",
+                    item,
+                    flags=re.I,
+                )
+                else f"Is it in {item}?"
+            )
         elif role in ("doing", "mood"):
             questions.append(f"Is the person {item}?")
         elif role == "framing":
             questions.append(f"Is this {_article(item)} {item}?")
         elif role == "style":
-            if re.match(r"(in the style of|painted by|drawn by|photographed by|shot on|shot with|by)\b", item, flags=re.I):
+            if re.match(
+                r"(in the style of|painted by|drawn by|photographed by|shot on|shot with|by)\b", item, flags=re.I
+            ):
                 questions.append(f"Is this picture {item}?")
             elif item.lower().split()[-1] in _NOUN_ENDINGS:
                 questions.append(f"Is this {_article(item)} {item}?")
@@ -85,13 +110,16 @@ def part_questions(role: str, phrase: str) -> list[str]:
     return questions
 
 
-def intent_questions(text: str, subject_token: str | Sequence[str] = "sks", class_word: str = "person",
-                     splitter: Callable | None = None) -> list[Question]:
+def intent_questions(
+    text: str, subject_token: str | Sequence[str] = "sks", class_word: str = "person", splitter: Callable | None = None
+) -> list[Question]:
     """The yes/no questions for an intent, part by part (rule splitter unless `splitter` is given)."""
     from sdxlab.prompt_search.intent import split_intent
 
     parts = splitter(text) if splitter is not None else split_intent(text, subject_token, class_word)
-    return [Question(part.role, question) for part in parts.parts for question in part_questions(part.role, part.phrase)]
+    return [
+        Question(part.role, question) for part in parts.parts for question in part_questions(part.role, part.phrase)
+    ]
 
 
 # --- the model -------------------------------------------------------------------------------------------------
@@ -113,16 +141,20 @@ class VqaModel:
         height, width = self.image_size
         batch = []
         for image in images:
-            pixels = np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC),
-                                dtype=np.float32) / 255.0
+            pixels = (
+                np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+                / 255.0
+            )
             batch.append((pixels - np.array(self.mean, dtype=np.float32)) / np.array(self.std, dtype=np.float32))
         return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
 
     def _token(self, word: str) -> int:
         ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise VqaUnavailable(f"The tokenizer of VQA model {self.name} does not have '{word}' as one token; "
-                                 "it is not a yes/no VQA model.")
+            raise VqaUnavailable(
+                f"The tokenizer of VQA model {self.name} does not have '{word}' as one token; "
+                "it is not a yes/no VQA model."
+            )
         return int(ids[0])
 
     @torch.inference_mode()
@@ -143,19 +175,30 @@ class VqaModel:
             for index, embeds in enumerate(image_embeds):
                 repeated = embeds[None].expand(len(questions), -1, -1)
                 image_mask = torch.ones(repeated.shape[:-1], dtype=torch.long, device=self.device)
-                question_embeds = model.text_encoder(input_ids=input_ids, attention_mask=attention,
-                                                     encoder_hidden_states=repeated,
-                                                     encoder_attention_mask=image_mask, return_dict=False)[0]
+                question_embeds = model.text_encoder(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    encoder_hidden_states=repeated,
+                    encoder_attention_mask=image_mask,
+                    return_dict=False,
+                )[0]
                 bos = torch.full((len(questions), 1), start, dtype=torch.long, device=self.device)
-                logits = model.text_decoder(input_ids=bos, encoder_hidden_states=question_embeds,
-                                            encoder_attention_mask=attention, return_dict=True).logits[:, -1]
+                logits = model.text_decoder(
+                    input_ids=bos,
+                    encoder_hidden_states=question_embeds,
+                    encoder_attention_mask=attention,
+                    return_dict=True,
+                ).logits[:, -1]
                 pair = torch.stack([logits[:, yes], logits[:, no]], dim=-1).float().softmax(dim=-1)
                 out[first + index] = pair[:, 0].cpu().numpy()
         return out
 
 
-def load_vqa(model: str | os.PathLike = DEFAULT_VQA_MODEL, device: str | torch.device | None = "auto",
-             local_files_only: bool = False) -> VqaModel:
+def load_vqa(
+    model: str | os.PathLike = DEFAULT_VQA_MODEL,
+    device: str | torch.device | None = "auto",
+    local_files_only: bool = False,
+) -> VqaModel:
     """A BLIP VQA model from a hub id or local folder, safetensors weights only; raises `VqaUnavailable`."""
     from transformers import AutoTokenizer, BlipForQuestionAnswering
 
@@ -163,30 +206,37 @@ def load_vqa(model: str | os.PathLike = DEFAULT_VQA_MODEL, device: str | torch.d
     folder = Path(source).expanduser()
     is_local = folder.is_dir()
     if not is_local and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-        raise VqaUnavailable(f"VQA model folder {folder} does not exist; pass an existing folder or a hub id such as "
-                             f"{DEFAULT_VQA_MODEL}.")
+        raise VqaUnavailable(
+            f"VQA model folder {folder} does not exist; pass an existing folder or a hub id such as "
+            f"{DEFAULT_VQA_MODEL}."
+        )
     if is_local and not any(folder.glob("*.safetensors")):
         pickled = [name for name in PICKLE_WEIGHTS if (folder / name).exists()]
         raise VqaUnavailable(
             f"Refusing to load VQA model {folder}: it has only pickle-based weights ({', '.join(pickled)}), which can "
-            "run arbitrary code when loaded; convert them to .safetensors." if pickled else
-            f"VQA model folder {folder} has no .safetensors weights; save the model with safe_serialization=True.")
+            "run arbitrary code when loaded; convert them to .safetensors."
+            if pickled
+            else f"VQA model folder {folder} has no .safetensors weights; save the model with safe_serialization=True."
+        )
     location = str(folder) if is_local else source
     placement = choose_placement(device)
     dtype = torch.float16 if placement.device.type == "cuda" else torch.float32
     try:
-        network = BlipForQuestionAnswering.from_pretrained(location, dtype=dtype, use_safetensors=True,
-                                                           local_files_only=is_local or local_files_only)
+        network = BlipForQuestionAnswering.from_pretrained(
+            location, dtype=dtype, use_safetensors=True, local_files_only=is_local or local_files_only
+        )
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=is_local or local_files_only)
     except Exception as error:  # huggingface_hub and transformers raise many types for "cannot get it"
         raise VqaUnavailable(
             f"Could not load VQA model '{source}' ({type(error).__name__}): there is no network, the id is misspelt, or "
             f"it is not a BLIP VQA folder with safetensors weights; download one (e.g. `hf download {DEFAULT_VQA_MODEL} "
-            "--local-dir <folder>`) and pass that folder.") from error
+            "--local-dir <folder>`) and pass that folder."
+        ) from error
     network.to(placement.device).eval()
     size, mean, std = _preprocessing(folder if is_local else None, network)
-    return VqaModel(name=source, model=network, tokenizer=tokenizer, device=placement.device, image_size=size,
-                    mean=mean, std=std)
+    return VqaModel(
+        name=source, model=network, tokenizer=tokenizer, device=placement.device, image_size=size, mean=mean, std=std
+    )
 
 
 def _preprocessing(folder: Path | None, network) -> tuple[tuple[int, int], tuple, tuple]:
@@ -199,12 +249,17 @@ def _preprocessing(folder: Path | None, network) -> tuple[tuple[int, int], tuple
         else:
             from huggingface_hub import hf_hub_download
 
-            config = json.loads(Path(hf_hub_download(network.config.name_or_path, "preprocessor_config.json",
-                                                     local_files_only=True)).read_text())
+            config = json.loads(
+                Path(
+                    hf_hub_download(network.config.name_or_path, "preprocessor_config.json", local_files_only=True)
+                ).read_text()
+            )
     except Exception:  # a missing or odd preprocessor config: BLIP's published defaults are right for BLIP
         config = {}
     size = config.get("size") or {}
-    height, width = (int(size.get("height", side)), int(size.get("width", side))) if isinstance(size, dict) else (side, side)
+    height, width = (
+        (int(size.get("height", side)), int(size.get("width", side))) if isinstance(size, dict) else (side, side)
+    )
     return (height, width), tuple(config.get("image_mean") or CLIP_MEAN), tuple(config.get("image_std") or CLIP_STD)
 
 
@@ -217,10 +272,17 @@ class VqaScorer:
     name = "vqa"
     meaningful = True  # unless a random-weight model is loaded on purpose (tests)
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_VQA_MODEL, device: str = "auto",
-                 subject_token: str | Sequence[str] = "sks", class_word: str = "person",
-                 local_files_only: bool = False, vqa: VqaModel | None = None, splitter: Callable | None = None,
-                 temperature: float | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_VQA_MODEL,
+        device: str = "auto",
+        subject_token: str | Sequence[str] = "sks",
+        class_word: str = "person",
+        local_files_only: bool = False,
+        vqa: VqaModel | None = None,
+        splitter: Callable | None = None,
+        temperature: float | None = None,
+    ):
         from sdxlab.prompt_search.intent import DEFAULT_TEMPERATURE
 
         self.vqa = vqa or load_vqa(model, device, local_files_only)
@@ -245,8 +307,9 @@ class VqaScorer:
             for row_index, image_answers in zip(indices, answers, strict=True):
                 row: dict[str, object] = {f"vqa_{role}": math.nan for role in ROLES}
                 for role in dict.fromkeys(q.role for q in questions):
-                    row[f"vqa_{role}"] = float(np.mean([a for a, q in zip(image_answers, questions, strict=True)
-                                                        if q.role == role]))
+                    row[f"vqa_{role}"] = float(
+                        np.mean([a for a, q in zip(image_answers, questions, strict=True) if q.role == role])
+                    )
                 asked = {role: row[f"vqa_{role}"] for role in ROLES if not math.isnan(row[f"vqa_{role}"])}
                 row[self.name] = combine_parts(asked, self.temperature)
                 row["vqa_weakest"] = min(asked, key=asked.get) if asked else ""

@@ -22,7 +22,20 @@ from sdxlab.prompt_search.proposers import (
 from sdxlab.prompt_search.search import SearchSettings, run_search
 
 __all__ = [
-    "ImageCache", "ImageEvaluator", "Intent", "Objective", "ProposalContext", "ProposerError", "SamplerGenerator",
-    "ScoredPrompt", "SearchSettings", "VocabularyProposer", "build_objective", "heldout_check", "heldout_seeds",
-    "make_proposers", "paired_uplift", "run_search",
+    "ImageCache",
+    "ImageEvaluator",
+    "Intent",
+    "Objective",
+    "ProposalContext",
+    "ProposerError",
+    "SamplerGenerator",
+    "ScoredPrompt",
+    "SearchSettings",
+    "VocabularyProposer",
+    "build_objective",
+    "heldout_check",
+    "heldout_seeds",
+    "make_proposers",
+    "paired_uplift",
+    "run_search",
 ]

@@ -95,7 +95,9 @@ class ImageEvaluator:
         from sdxlab.prompt_search.recipe import Recipe
 
         options = {**DEFAULTS.kwargs(), **getattr(self.generator, "options", {}), **self.generator.settings}
-        return Recipe(str(options.get("negative_prompt") or ""), float(options["guidance"]), float(options["lora_scale"]))
+        return Recipe(
+            str(options.get("negative_prompt") or ""), float(options["guidance"]), float(options["lora_scale"])
+        )
 
     def picture_settings(self, recipe=None) -> dict[str, Any]:
         """What the cache key holds besides prompt and seed: the generator's settings with the recipe's."""
@@ -107,8 +109,10 @@ class ImageEvaluator:
         if len(prompts) != len(seeds) or (recipes is not None and len(recipes) != len(prompts)):
             raise ValueError("prompts, seeds (and recipes) must pair up one to one.")
         recipes = list(recipes) if recipes is not None else [None] * len(prompts)
-        keys = [self.cache.key(prompt, seed, self.picture_settings(recipe))
-                for prompt, seed, recipe in zip(prompts, seeds, recipes, strict=True)]
+        keys = [
+            self.cache.key(prompt, seed, self.picture_settings(recipe))
+            for prompt, seed, recipe in zip(prompts, seeds, recipes, strict=True)
+        ]
         images = [self.cache.get(key) for key in keys]
         missing = [index for index, image in enumerate(images) if image is None]
         for recipe in dict.fromkeys(recipes[index] for index in missing):
@@ -121,8 +125,9 @@ class ImageEvaluator:
             self.generated += len(group)
         return images
 
-    def evaluate(self, intent: Intent, prompts: Sequence[str], seeds: Sequence[int],
-                 recipes: Sequence | None = None) -> list[dict[str, float]]:
+    def evaluate(
+        self, intent: Intent, prompts: Sequence[str], seeds: Sequence[int], recipes: Sequence | None = None
+    ) -> list[dict[str, float]]:
         images = self.images(prompts, seeds, recipes)
         return self.objective.score(images, intent) if images else []
 
@@ -142,26 +147,47 @@ class ImageEvaluator:
 class SamplerGenerator:
     """Adapts `sdxlab.sample.Sampler` to the search: fixed generation settings, one picture per (prompt, seed)."""
 
-    def __init__(self, sampler, *, negative_prompt: str = DEFAULTS.negative_prompt, steps: int = DEFAULTS.steps,
-                 guidance: float = DEFAULTS.guidance, width: int | None = None, height: int | None = None,
-                 lora_scale: float = DEFAULTS.lora_scale, scheduler: str = DEFAULTS.scheduler,
-                 batch_size: int = DEFAULTS.batch_size, progress: bool = True) -> None:
+    def __init__(
+        self,
+        sampler,
+        *,
+        negative_prompt: str = DEFAULTS.negative_prompt,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
+        width: int | None = None,
+        height: int | None = None,
+        lora_scale: float = DEFAULTS.lora_scale,
+        scheduler: str = DEFAULTS.scheduler,
+        batch_size: int = DEFAULTS.batch_size,
+        progress: bool = True,
+    ) -> None:
         self.sampler = sampler
-        self.options = {"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
-                        "width": width, "height": height, "lora_scale": float(lora_scale), "scheduler": scheduler}
+        self.options = {
+            "negative_prompt": negative_prompt,
+            "steps": int(steps),
+            "guidance": float(guidance),
+            "width": width,
+            "height": height,
+            "lora_scale": float(lora_scale),
+            "scheduler": scheduler,
+        }
         self.batch_size = int(batch_size)
         self.progress = progress
         lora = getattr(sampler, "lora", None)
         # batch size does not change a picture (every image has its own seeded generator); model, LoRA and tokens do
-        self.settings = {**self.options, "model": str(getattr(sampler, "model", "")),
-                         "lora": file_identity(lora.path) if lora is not None else None,
-                         "tokens": list(getattr(sampler, "tokens", []) or [])}
+        self.settings = {
+            **self.options,
+            "model": str(getattr(sampler, "model", "")),
+            "lora": file_identity(lora.path) if lora is not None else None,
+            "tokens": list(getattr(sampler, "tokens", []) or []),
+        }
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], options: dict[str, Any] | None = None) -> list:
         """Pictures with the fixed settings, or with `options` (a recipe: negative prompt, guidance, LoRA scale)."""
         pairs = [(prompt, int(seed)) for prompt, seed in zip(prompts, seeds, strict=True)]
-        results = self.sampler.generate_pairs(pairs, batch_size=self.batch_size, progress=self.progress,
-                                              **{**self.options, **(options or {})})
+        results = self.sampler.generate_pairs(
+            pairs, batch_size=self.batch_size, progress=self.progress, **{**self.options, **(options or {})}
+        )
         return [result.image for result in results]
 
 
@@ -184,10 +210,17 @@ def evaluator_for_run(
     from sdxlab.sample import Sampler
 
     sampler = Sampler.from_run(layout, model=model, device=device)
-    objective = build_objective(weights, dataset_dir=layout.dataset, metrics_dir=layout.metrics,
-                                clip_model=clip_model, device=device,
-                                subject_token=sampler.subject_token, class_word=sampler.class_word,
-                                vqa_model=vqa_model, intent_splitter=intent_splitter)
+    objective = build_objective(
+        weights,
+        dataset_dir=layout.dataset,
+        metrics_dir=layout.metrics,
+        clip_model=clip_model,
+        device=device,
+        subject_token=sampler.subject_token,
+        class_word=sampler.class_word,
+        vqa_model=vqa_model,
+        intent_splitter=intent_splitter,
+    )
     generator = SamplerGenerator(sampler, width=resolution, height=resolution, **generation)
     return ImageEvaluator(generator, objective, ImageCache(layout.prompt_search / "cache"))
 

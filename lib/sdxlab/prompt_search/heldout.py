@@ -70,7 +70,7 @@ def permutation_p(differences: Sequence[float], seed: int = 0) -> float:
         return 1.0
     observed = abs(values.mean())
     if values.size <= EXACT_PERMUTATION_LIMIT:
-        patterns = ((np.arange(2 ** values.size)[:, None] >> np.arange(values.size)) & 1) * 2 - 1
+        patterns = ((np.arange(2**values.size)[:, None] >> np.arange(values.size)) & 1) * 2 - 1
     else:
         patterns = np.random.default_rng(seed).choice([-1, 1], size=(20_000, values.size))
         patterns[0] = 1  # the observed arrangement counts, so p is never 0
@@ -104,28 +104,46 @@ class Uplift:
 
     def to_dict(self) -> dict:
         finite = lambda value: value if math.isfinite(value) else None  # noqa: E731  (one seed: no interval)
-        return {"mean": self.mean, "ci_low": finite(self.ci_low), "ci_high": finite(self.ci_high),
-                "confidence": self.confidence,
-                "interval": "Student t on the paired differences", "seeds": self.seeds, "wins": self.wins,
-                "losses": self.losses, "p": self.p, "p_holm": self.p_holm,
-                "test": "exact paired permutation test (sign flips), two-sided"}
+        return {
+            "mean": self.mean,
+            "ci_low": finite(self.ci_low),
+            "ci_high": finite(self.ci_high),
+            "confidence": self.confidence,
+            "interval": "Student t on the paired differences",
+            "seeds": self.seeds,
+            "wins": self.wins,
+            "losses": self.losses,
+            "p": self.p,
+            "p_holm": self.p_holm,
+            "test": "exact paired permutation test (sign flips), two-sided",
+        }
 
     def describe(self) -> str:
         holm_text = f", {self.p_holm:.3g} after Holm" if self.p_holm is not None else ""
-        return (f"{self.mean:+.4f} (95% CI {self.ci_low:+.4f} to {self.ci_high:+.4f}; better on {self.wins}, "
-                f"worse on {self.losses} of {self.seeds} held-out seeds; p = {self.p:.3g}{holm_text})")
+        return (
+            f"{self.mean:+.4f} (95% CI {self.ci_low:+.4f} to {self.ci_high:+.4f}; better on {self.wins}, "
+            f"worse on {self.losses} of {self.seeds} held-out seeds; p = {self.p:.3g}{holm_text})"
+        )
 
 
-def paired_uplift(candidate: Sequence[float], baseline: Sequence[float], *, confidence: float = 0.95,
-                  seed: int = 0) -> Uplift:
+def paired_uplift(
+    candidate: Sequence[float], baseline: Sequence[float], *, confidence: float = 0.95, seed: int = 0
+) -> Uplift:
     """Mean of the paired differences, its Student-t interval, and the exact paired permutation test."""
     differences = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
     if differences.size == 0:
         raise ValueError("The uplift needs at least one held-out seed.")
     low, high = paired_interval(differences, confidence)
-    return Uplift(mean=float(differences.mean()), ci_low=low, ci_high=high, wins=int((differences > 0).sum()),
-                  losses=int((differences < 0).sum()), p=permutation_p(differences, seed), seeds=int(differences.size),
-                  confidence=confidence)
+    return Uplift(
+        mean=float(differences.mean()),
+        ci_low=low,
+        ci_high=high,
+        wins=int((differences > 0).sum()),
+        losses=int((differences < 0).sum()),
+        p=permutation_p(differences, seed),
+        seeds=int(differences.size),
+        confidence=confidence,
+    )
 
 
 @dataclass
@@ -187,13 +205,30 @@ def heldout_check(
     rows, results = [], []
     for index, (item, role) in enumerate(entries):
         per_seed = scores[index * len(seeds) : (index + 1) * len(seeds)]
-        results.append(HeldoutEntry(item.prompt, role, dict(item.scores), mean_scores(per_seed, evaluator.score_names),
-                                    list(per_seed), search_rank=index, recipe=item.recipe))
+        results.append(
+            HeldoutEntry(
+                item.prompt,
+                role,
+                dict(item.scores),
+                mean_scores(per_seed, evaluator.score_names),
+                list(per_seed),
+                search_rank=index,
+                recipe=item.recipe,
+            )
+        )
         for seed, row in zip(seeds, per_seed, strict=True):
-            rows.append({"intent": intent.text, "role": role, "search_rank": index, "prompt": item.prompt,
-                         **(item.recipe.to_dict() if item.recipe is not None else {}),
-                         "seed": int(seed), **{key: cell(value) for key, value in row.items()},
-                         "search_total": float(item.scores[TOTAL])})
+            rows.append(
+                {
+                    "intent": intent.text,
+                    "role": role,
+                    "search_rank": index,
+                    "prompt": item.prompt,
+                    **(item.recipe.to_dict() if item.recipe is not None else {}),
+                    "seed": int(seed),
+                    **{key: cell(value) for key, value in row.items()},
+                    "search_total": float(item.scores[TOTAL]),
+                }
+            )
     start_entry, finalist_entries = results[0], results[1:]
     baseline = np.array([row[TOTAL] for row in start_entry.per_seed])
     for entry in finalist_entries:
@@ -201,13 +236,20 @@ def heldout_check(
     for entry, adjusted in zip(finalist_entries, holm([entry.uplift.p for entry in finalist_entries]), strict=True):
         entry.uplift.p_holm = adjusted
     pick = finalist_entries[0] if finalist_entries else start_entry
-    return HeldoutResult(intent=intent, seeds=[int(s) for s in seeds], start=start_entry, finalists=finalist_entries,
-                         search_pick=pick, heldout_choice=split_choice(start_entry, finalist_entries, seeds, confidence),
-                         rows=rows)
+    return HeldoutResult(
+        intent=intent,
+        seeds=[int(s) for s in seeds],
+        start=start_entry,
+        finalists=finalist_entries,
+        search_pick=pick,
+        heldout_choice=split_choice(start_entry, finalist_entries, seeds, confidence),
+        rows=rows,
+    )
 
 
-def split_choice(start: HeldoutEntry, finalists: Sequence[HeldoutEntry], seeds: Sequence[int],
-                 confidence: float = 0.95) -> HeldoutChoice | None:
+def split_choice(
+    start: HeldoutEntry, finalists: Sequence[HeldoutEntry], seeds: Sequence[int], confidence: float = 0.95
+) -> HeldoutChoice | None:
     """Choose on the first half of the held-out seeds, report on the second: an honest "best on new seeds"."""
     if len(finalists) < 2 or len(seeds) < 4:
         return None
@@ -219,8 +261,14 @@ def split_choice(start: HeldoutEntry, finalists: Sequence[HeldoutEntry], seeds: 
     return HeldoutChoice(chosen, [int(s) for s in seeds[select]], [int(s) for s in seeds[report]], uplift)
 
 
-def heldout_for_search(evaluator: Evaluator, result: SearchResult, seeds: Sequence[int], *,
-                       finalists: int = 3, min_likeness: float | None = None) -> list[HeldoutResult]:
+def heldout_for_search(
+    evaluator: Evaluator,
+    result: SearchResult,
+    seeds: Sequence[int],
+    *,
+    finalists: int = 3,
+    min_likeness: float | None = None,
+) -> list[HeldoutResult]:
     """The held-out check for every intent of a search: its best `finalists` prompts against the start.
 
     With `min_likeness`, the headline is the person's choice on the likeness x meaning front (the most
@@ -239,8 +287,10 @@ def heldout_for_search(evaluator: Evaluator, result: SearchResult, seeds: Sequen
                 best = [chosen] + [item for item in best if item.key != chosen.key]
                 source = f"you: the most meaningful prompt on the front with likeness >= {min_likeness:g}"
             else:
-                source += (f" (no prompt tried other than your start reaches likeness {min_likeness:g} on the "
-                           "likeness x meaning front)")
+                source += (
+                    f" (no prompt tried other than your start reaches likeness {min_likeness:g} on the "
+                    "likeness x meaning front)"
+                )
         check = heldout_check(evaluator, search.intent, best[:finalists], search.start, seeds)
         check.headline_source = source
         checks.append(check)

@@ -43,30 +43,206 @@ TEMPLATES = {
     "mood": ("a person, {}", "a person"),
 }
 
-LIGHTING_WORDS = ("light", "lighting", "lit", "backlit", "golden hour", "blue hour", "sunset", "sunrise", "dawn",
-                  "dusk", "neon", "candlelight", "moonlight", "chiaroscuro", "rim light", "softbox", "shadows",
-                  "overcast", "low key", "high key", "low-key", "high-key")
-FRAMING_WORDS = ("portrait", "close-up", "closeup", "close up", "headshot", "full body", "full-body", "full-length",
-                 "half-body", "half body", "wide shot", "wide-angle", "wide angle", "medium shot", "long shot",
-                 "from above", "from below", "low angle", "high angle", "aerial", "profile", "bust", "selfie",
-                 "centered", "rule of thirds", "symmetrical", "bird's-eye", "over the shoulder")
-STYLE_WORDS = ("photo", "photograph", "photography", "picture", "snapshot", "cinematic", "film", "35mm", "50mm",
-               "85mm", "kodak", "polaroid", "analog", "painting", "painted", "oil", "watercolor", "watercolour",
-               "acrylic", "illustration", "drawing", "drawn", "sketch", "charcoal", "anime", "manga", "cartoon",
-               "comic", "pixar", "disney", "3d", "render", "cgi", "digital art", "concept art", "style", "art",
-               "artwork", "vintage", "retro", "realistic", "photorealistic", "hyperrealistic", "detailed", "8k",
-               "4k", "hdr", "bokeh", "sharp focus", "award-winning", "masterpiece", "editorial", "fashion",
-               "baroque", "renaissance", "impressionist", "cubist", "surreal", "noir", "black and white",
-               "monochrome", "sepia", "pastel", "vibrant", "candid", "studio", "magazine", "poster", "mosaic",
-               "pixel art", "low poly", "claymation", "statue", "sculpture", "engraving", "woodcut", "ukiyo-e")
-PLACE_PREPOSITIONS = ("in", "on", "at", "under", "inside", "near", "beside", "by the", "across", "through", "over",
-                      "above", "below", "among", "amid", "underwater", "outside", "behind", "in front of", "on top of",
-                      "against", "along", "around", "into", "onto", "within")
-STYLE_LEADS = ("in the style of", "painted by", "drawn by", "photographed by", "shot by", "by", "as painted by",
-               "in style of", "shot on", "shot with")
-CLOTHES = ("dress", "suit", "armor", "armour", "costume", "uniform", "coat", "jacket", "hat", "helmet", "robe",
-           "gown", "shirt", "sweater", "hoodie", "tuxedo", "kimono", "spacesuit", "glasses", "sunglasses", "scarf",
-           "cape", "outfit", "clothes", "jeans")
+LIGHTING_WORDS = (
+    "light",
+    "lighting",
+    "lit",
+    "backlit",
+    "golden hour",
+    "blue hour",
+    "sunset",
+    "sunrise",
+    "dawn",
+    "dusk",
+    "neon",
+    "candlelight",
+    "moonlight",
+    "chiaroscuro",
+    "rim light",
+    "softbox",
+    "shadows",
+    "overcast",
+    "low key",
+    "high key",
+    "low-key",
+    "high-key",
+)
+FRAMING_WORDS = (
+    "portrait",
+    "close-up",
+    "closeup",
+    "close up",
+    "headshot",
+    "full body",
+    "full-body",
+    "full-length",
+    "half-body",
+    "half body",
+    "wide shot",
+    "wide-angle",
+    "wide angle",
+    "medium shot",
+    "long shot",
+    "from above",
+    "from below",
+    "low angle",
+    "high angle",
+    "aerial",
+    "profile",
+    "bust",
+    "selfie",
+    "centered",
+    "rule of thirds",
+    "symmetrical",
+    "bird's-eye",
+    "over the shoulder",
+)
+STYLE_WORDS = (
+    "photo",
+    "photograph",
+    "photography",
+    "picture",
+    "snapshot",
+    "cinematic",
+    "film",
+    "35mm",
+    "50mm",
+    "85mm",
+    "kodak",
+    "polaroid",
+    "analog",
+    "painting",
+    "painted",
+    "oil",
+    "watercolor",
+    "watercolour",
+    "acrylic",
+    "illustration",
+    "drawing",
+    "drawn",
+    "sketch",
+    "charcoal",
+    "anime",
+    "manga",
+    "cartoon",
+    "comic",
+    "pixar",
+    "disney",
+    "3d",
+    "render",
+    "cgi",
+    "digital art",
+    "concept art",
+    "style",
+    "art",
+    "artwork",
+    "vintage",
+    "retro",
+    "realistic",
+    "photorealistic",
+    "hyperrealistic",
+    "detailed",
+    "8k",
+    "4k",
+    "hdr",
+    "bokeh",
+    "sharp focus",
+    "award-winning",
+    "masterpiece",
+    "editorial",
+    "fashion",
+    "baroque",
+    "renaissance",
+    "impressionist",
+    "cubist",
+    "surreal",
+    "noir",
+    "black and white",
+    "monochrome",
+    "sepia",
+    "pastel",
+    "vibrant",
+    "candid",
+    "studio",
+    "magazine",
+    "poster",
+    "mosaic",
+    "pixel art",
+    "low poly",
+    "claymation",
+    "statue",
+    "sculpture",
+    "engraving",
+    "woodcut",
+    "ukiyo-e",
+)
+PLACE_PREPOSITIONS = (
+    "in",
+    "on",
+    "at",
+    "under",
+    "inside",
+    "near",
+    "beside",
+    "by the",
+    "across",
+    "through",
+    "over",
+    "above",
+    "below",
+    "among",
+    "amid",
+    "underwater",
+    "outside",
+    "behind",
+    "in front of",
+    "on top of",
+    "against",
+    "along",
+    "around",
+    "into",
+    "onto",
+    "within",
+)
+STYLE_LEADS = (
+    "in the style of",
+    "painted by",
+    "drawn by",
+    "photographed by",
+    "shot by",
+    "by",
+    "as painted by",
+    "in style of",
+    "shot on",
+    "shot with",
+)
+CLOTHES = (
+    "dress",
+    "suit",
+    "armor",
+    "armour",
+    "costume",
+    "uniform",
+    "coat",
+    "jacket",
+    "hat",
+    "helmet",
+    "robe",
+    "gown",
+    "shirt",
+    "sweater",
+    "hoodie",
+    "tuxedo",
+    "kimono",
+    "spacesuit",
+    "glasses",
+    "sunglasses",
+    "scarf",
+    "cape",
+    "outfit",
+    "clothes",
+    "jeans",
+)
 
 
 @dataclass(frozen=True)
@@ -141,8 +317,11 @@ def _modifier_role(segment: str, mood_words: Mapping[str, tuple]) -> str:
 
 def _split_tail(tail: str) -> list[tuple[str, str]]:
     """What follows the subject ("as an astronaut on Mars") as (role, phrase) pieces, split at prepositions."""
-    leads = sorted(set(PLACE_PREPOSITIONS) | set(STYLE_LEADS) | {"as", "dressed as", "wearing", "with", "holding"},
-                   key=len, reverse=True)
+    leads = sorted(
+        set(PLACE_PREPOSITIONS) | set(STYLE_LEADS) | {"as", "dressed as", "wearing", "with", "holding"},
+        key=len,
+        reverse=True,
+    )
     pattern = re.compile(r"\s+(?=(?:" + "|".join(re.escape(lead) for lead in leads) + r")\s)")
     pieces, current = [], ""
     for chunk in pattern.split(" " + tail.strip()):
@@ -150,9 +329,11 @@ def _split_tail(tail: str) -> list[tuple[str, str]]:
         if not chunk:
             continue
         # "painted by Vermeer": "by" continues a style lead that a verb began
-        if current and (re.match(r"by\s", chunk, flags=re.I) and re.search(r"(painted|drawn|photographed|shot)$",
-                                                                            current, flags=re.I)
-                        or re.match(r"of\s", chunk, flags=re.I)):
+        if current and (
+            re.match(r"by\s", chunk, flags=re.I)
+            and re.search(r"(painted|drawn|photographed|shot)$", current, flags=re.I)
+            or re.match(r"of\s", chunk, flags=re.I)
+        ):
             current += " " + chunk
             continue
         if current:
@@ -227,8 +408,11 @@ def split_intent(text: str, subject_token: str | Sequence[str] = "sks", class_wo
     if moods:
         pieces["mood"] = [", ".join(dict.fromkeys(moods))]
         for role in ("doing", "style", "who"):
-            pieces[role] = [p for p in pieces[role]
-                            if not all(w in MOOD_WORDS or w == "and" for w in re.findall(r"[a-z]+", p.lower()))]
+            pieces[role] = [
+                p
+                for p in pieces[role]
+                if not all(w in MOOD_WORDS or w == "and" for w in re.findall(r"[a-z]+", p.lower()))
+            ]
     who = " ".join(["a", class_word] + pieces["who"]) if class_word else " ".join(pieces["who"])
     parts = [IntentPart("who", re.sub(r"^a ([aeiou])", r"an \1", who, flags=re.I))]
     for role in ROLES[1:]:
@@ -246,8 +430,9 @@ SPLIT_INSTRUCTION = (
 )
 
 
-def split_with_language_model(text: str, ask: Callable[[str], str | None], subject_token: str | Sequence[str] = "sks",
-                              class_word: str = "person") -> IntentParts:
+def split_with_language_model(
+    text: str, ask: Callable[[str], str | None], subject_token: str | Sequence[str] = "sks", class_word: str = "person"
+) -> IntentParts:
     """Let a language model split the intent (`ask(prompt) -> reply`); the rules answer when its reply is unusable.
 
     `ask` is any callable: e.g. `lambda p: endpoint.chat({"messages": [{"role": "user", "content": p}]})` for the
@@ -261,8 +446,9 @@ def split_with_language_model(text: str, ask: Callable[[str], str | None], subje
     try:
         reply = ask(SPLIT_INSTRUCTION.format(text=readable, class_word=class_word)) or ""
     except Exception as error:  # a proposer's transport fails in many ways; the rules still answer
-        fallback.notes.append(f"The language model could not split the intent ({type(error).__name__}); "
-                              "the rules split it.")
+        fallback.notes.append(
+            f"The language model could not split the intent ({type(error).__name__}); the rules split it."
+        )
         return fallback
     match = re.search(r"\{.*\}", reply, flags=re.S)
     try:
@@ -272,8 +458,11 @@ def split_with_language_model(text: str, ask: Callable[[str], str | None], subje
     if not isinstance(answer, dict):
         fallback.notes.append("The language model's split was not a JSON object; the rules split the intent.")
         return fallback
-    phrases = {str(key).strip().lower(): " ".join(str(value).split()) for key, value in answer.items()
-               if isinstance(value, str | int | float) and str(value).strip()}
+    phrases = {
+        str(key).strip().lower(): " ".join(str(value).split())
+        for key, value in answer.items()
+        if isinstance(value, str | int | float) and str(value).strip()
+    }
     known = {role: phrase for role, phrase in phrases.items() if role in ROLES}
     if not known:
         fallback.notes.append("The language model's split named no known part; the rules split the intent.")
@@ -288,8 +477,14 @@ def endpoint_asker(proposer, max_tokens: int = 200) -> Callable[[str], str | Non
     `model`): one user message, temperature 0, so the same intent splits the same way on every run."""
 
     def ask(prompt: str) -> str | None:
-        return proposer.chat({"model": proposer.model, "messages": [{"role": "user", "content": prompt}],
-                              "temperature": 0, "max_tokens": max_tokens})
+        return proposer.chat(
+            {
+                "model": proposer.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0,
+                "max_tokens": max_tokens,
+            }
+        )
 
     return ask
 
@@ -325,16 +520,21 @@ class WeakestPart:
 
     def feedback(self) -> str:
         """One sentence for the proposers: which part of the intent the pictures show least."""
-        return (f"The pictures show the {self.role} part ('{self.phrase}') least (score {self.score:.2f}); "
-                f"make it clearer or more prominent in the prompt.")
+        return (
+            f"The pictures show the {self.role} part ('{self.phrase}') least (score {self.score:.2f}); "
+            f"make it clearer or more prominent in the prompt."
+        )
 
 
 def weakest_part(rows: Sequence[Mapping[str, float]], parts: IntentParts | None = None) -> WeakestPart | None:
     """The role whose `part_<role>` score, averaged over the rows (a candidate's seeds), is lowest; None if no parts."""
     means = {}
     for role in ROLES:
-        values = [float(row[f"part_{role}"]) for row in rows if f"part_{role}" in row
-                  and not math.isnan(float(row[f"part_{role}"]))]
+        values = [
+            float(row[f"part_{role}"])
+            for row in rows
+            if f"part_{role}" in row and not math.isnan(float(row[f"part_{role}"]))
+        ]
         if values:
             means[role] = float(np.mean(values))
     if not means:
@@ -357,9 +557,16 @@ class IntentPartsScorer:
 
     name = "intent_parts"
 
-    def __init__(self, clip_model: str = "openai/clip-vit-large-patch14", device: str = "auto",
-                 subject_token: str | Sequence[str] = "sks", class_word: str = "person", clip=None,
-                 temperature: float = DEFAULT_TEMPERATURE, splitter: Callable[[str], IntentParts] | None = None):
+    def __init__(
+        self,
+        clip_model: str = "openai/clip-vit-large-patch14",
+        device: str = "auto",
+        subject_token: str | Sequence[str] = "sks",
+        class_word: str = "person",
+        clip=None,
+        temperature: float = DEFAULT_TEMPERATURE,
+        splitter: Callable[[str], IntentParts] | None = None,
+    ):
         from sdxlab.evaluate.clip import load_clip
 
         self.clip = clip or load_clip(clip_model, device)

@@ -49,8 +49,16 @@ class LocalLMProposer:
 
     name = "local_lm"
 
-    def __init__(self, model: str, *, device: str = "auto", max_new_tokens: int = 96, temperature: float = 0.9,
-                 top_p: float = 0.95, allow_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        max_new_tokens: int = 96,
+        temperature: float = 0.9,
+        top_p: float = 0.95,
+        allow_pickle: bool = False,
+    ) -> None:
         self.model_name = str(model)
         self.allow_pickle = bool(allow_pickle)  # load .bin (pickle) weights too: only for files you trust
         self.device = device
@@ -71,8 +79,12 @@ class LocalLMProposer:
         placement = choose_placement(self.device)
         local = Path(self.model_name).expanduser()
         source = str(local) if local.exists() else self.model_name
-        if local.is_dir() and not self.allow_pickle and not list(local.glob("*.safetensors")) \
-                and (list(local.glob("*.bin")) or list(local.glob("*.pt")) or list(local.glob("*.pth"))):
+        if (
+            local.is_dir()
+            and not self.allow_pickle
+            and not list(local.glob("*.safetensors"))
+            and (list(local.glob("*.bin")) or list(local.glob("*.pt")) or list(local.glob("*.pth")))
+        ):
             raise ProposerError(
                 f"The language model folder {local} holds only pickle weights (.bin), which can run code when "
                 "loaded; sdxlab loads only .safetensors. Convert it (save_pretrained writes safetensors), or set "
@@ -81,8 +93,11 @@ class LocalLMProposer:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
             self._model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=placement.dtype, local_files_only=local.exists(),
-                use_safetensors=None if self.allow_pickle else True)
+                source,
+                dtype=placement.dtype,
+                local_files_only=local.exists(),
+                use_safetensors=None if self.allow_pickle else True,
+            )
         except Exception as error:  # hub errors, missing files, unknown architectures
             raise ProposerError(
                 f"Could not load the language model '{self.model_name}' ({type(error).__name__}: "
@@ -109,12 +124,14 @@ class LocalLMProposer:
     def _chat(self, context: ProposalContext, count: int) -> list[str]:
         messages = revision_messages(context, count)
         try:
-            encoded = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                          return_dict=True)
+            encoded = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
         except Exception:  # some templates refuse a system message: fold it into the user's
             merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
-            encoded = self._tokenizer.apply_chat_template(merged, add_generation_prompt=True, return_tensors="pt",
-                                                          return_dict=True)
+            encoded = self._tokenizer.apply_chat_template(
+                merged, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
         texts = self._generate(dict(encoded), min(1024, self.max_new_tokens * count), sequences=1)
         return [line for text in texts for line in proposal_lines(text)]
 
@@ -133,8 +150,15 @@ class LocalLMProposer:
             encoded = {key: value[:, -keep:] for key, value in encoded.items()}  # the end holds the question
         encoded = {key: value.to(model.device) for key, value in encoded.items()}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        output = model.generate(**encoded, do_sample=True, temperature=self.temperature, top_p=self.top_p,
-                                max_new_tokens=max_new_tokens, num_return_sequences=sequences, pad_token_id=pad)
+        output = model.generate(
+            **encoded,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=sequences,
+            pad_token_id=pad,
+        )
         start = encoded["input_ids"].shape[1]
         return [tokenizer.decode(row[start:], skip_special_tokens=True) for row in output]
 
@@ -147,9 +171,18 @@ class EndpointProposer:
 
     name = "endpoint"
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout_s: float = 60.0, retries: int = 2, backoff_s: float = 1.0, temperature: float = 0.9,
-                 max_tokens: int = 800) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout_s: float = 60.0,
+        retries: int = 2,
+        backoff_s: float = 1.0,
+        temperature: float = 0.9,
+        max_tokens: int = 800,
+    ) -> None:
         if api_key_env and not ENV_NAME.match(api_key_env):
             # Never echo the value: if someone pasted their key here, printing it would leak it into the notebook.
             raise ProposerError(
@@ -157,7 +190,9 @@ class EndpointProposer:
                 "(e.g. OPENAI_API_KEY), not the key itself; set the variable before starting Jupyter."
             )
         if not re.match(r"^https?://", base_url or ""):
-            raise ProposerError(f"The endpoint URL '{base_url}' must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1).")
+            raise ProposerError(
+                f"The endpoint URL '{base_url}' must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)."
+            )
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env or None
@@ -171,15 +206,21 @@ class EndpointProposer:
         return f"EndpointProposer(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
     def propose(self, context: ProposalContext, count: int) -> list[str]:
-        body = {"model": self.model, "messages": revision_messages(context, count), "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "seed": context.rng.randrange(2**31)}
+        body = {
+            "model": self.model,
+            "messages": revision_messages(context, count),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": context.rng.randrange(2**31),
+        }
         answer = self.chat(body)
         lines = proposal_lines(answer) if answer else []
         key = self._key()
         kept = [line for line in lines if not contains_key(line, key)]
         if len(kept) < len(lines):  # a server that echoes the key must not get it into candidates.csv
-            log.warning("Endpoint %s: %d proposal(s) contained the API key and were dropped.", self.url,
-                        len(lines) - len(kept))
+            log.warning(
+                "Endpoint %s: %d proposal(s) contained the API key and were dropped.", self.url, len(lines) - len(kept)
+            )
         return kept
 
     def _key(self) -> str:
@@ -198,8 +239,12 @@ class EndpointProposer:
                 return None
             except _Transient as error:
                 problem = str(error)
-        log.warning("Endpoint %s gave no usable answer after %d attempts (%s); this round goes on without it.",
-                    self.url, self.retries + 1, problem)
+        log.warning(
+            "Endpoint %s gave no usable answer after %d attempts (%s); this round goes on without it.",
+            self.url,
+            self.retries + 1,
+            problem,
+        )
         return None
 
     def _post(self, body: dict) -> str:
@@ -248,8 +293,10 @@ def _read_whole(response, deadline: float, timeout_s: float) -> bytes:
     search), or `_Permanent` once it exceeds `MAX_ANSWER_BYTES`."""
     length = response.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
-        raise _Oversized(f"the answer would be {int(length):,} bytes, over the {MAX_ANSWER_BYTES:,}-byte limit for a "
-                         "chat answer; check that search_endpoint_url is an OpenAI-compatible API root")
+        raise _Oversized(
+            f"the answer would be {int(length):,} bytes, over the {MAX_ANSWER_BYTES:,}-byte limit for a "
+            "chat answer; check that search_endpoint_url is an OpenAI-compatible API root"
+        )
     chunks, size = [], 0
     late = f"no complete answer within {timeout_s:g} s (search_endpoint_timeout_s)"
     while True:
@@ -265,8 +312,10 @@ def _read_whole(response, deadline: float, timeout_s: float) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise _Oversized(f"the answer exceeded the {MAX_ANSWER_BYTES:,}-byte limit for a chat answer; check that "
-                             "search_endpoint_url is an OpenAI-compatible API root")
+            raise _Oversized(
+                f"the answer exceeded the {MAX_ANSWER_BYTES:,}-byte limit for a chat answer; check that "
+                "search_endpoint_url is an OpenAI-compatible API root"
+            )
         chunks.append(chunk)
 
 

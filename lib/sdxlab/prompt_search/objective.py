@@ -70,8 +70,12 @@ class Intent:
         if not text:
             raise ValueError("An intent is empty; write what you want, e.g. '{subject} as an astronaut on Mars'.")
         start = " ".join(str(start_prompt).split()) if start_prompt else text
-        return cls(text=text, start_prompt=subject_prompt(start, subject_token, class_word),
-                   subject_token=subject_token, class_word=class_word)
+        return cls(
+            text=text,
+            start_prompt=subject_prompt(start, subject_token, class_word),
+            subject_token=subject_token,
+            class_word=class_word,
+        )
 
     @property
     def subject_phrase(self) -> str:
@@ -92,7 +96,11 @@ def subject_prompt(text: str, subject_token: str, class_word: str) -> str:
     phrase = f"{subject_token} {class_word}".strip()
     text = text.replace(SUBJECT_PLACEHOLDER, phrase)
     # "{subject} person" would have become "sks person person"
-    text = re.sub(rf"\b{re.escape(phrase)}\s+{re.escape(class_word)}\b", phrase, text, flags=re.IGNORECASE) if class_word else text
+    text = (
+        re.sub(rf"\b{re.escape(phrase)}\s+{re.escape(class_word)}\b", phrase, text, flags=re.IGNORECASE)
+        if class_word
+        else text
+    )
     if not re.search(rf"(?<!\w){re.escape(subject_token)}(?!\w)", text, flags=re.IGNORECASE):
         text = f"photo of {phrase}, {text}"
     return " ".join(text.split())
@@ -115,33 +123,42 @@ def alignment_text(text: str, subject_token: str, class_word: str) -> str:
 
 TERM_MEANINGS = {
     "clip_t": "meaning: CLIP alignment of the picture with what the person asked for (about 0.2-0.35; "
-              "prompts differ by hundredths)",
+    "prompts differ by hundredths)",
     "likeness": "likeness: 0 = looks like a stranger (or no face found), 1 = looks like another of the "
-                "person's own photos",
+    "person's own photos",
     "face_found": "1 when a face was found in the picture, 0 when not",
     "copy": "1 when the picture is a near copy of one of the person's training photos",
     "intent_parts": "meaning, part by part: every part of the intent (who, where, doing, style, lighting, framing, "
-                    "mood) scored against a neutral phrase (0..1), combined by a soft minimum so one missing part "
-                    "costs more than a slightly weaker global match",
+    "mood) scored against a neutral phrase (0..1), combined by a soft minimum so one missing part "
+    "costs more than a slightly weaker global match",
     "mood": "mood: probability (0..1) that the face shows the expression the intent asks for (fer's real "
-            "weights); only when the intent names a mood",
+    "weights); only when the intent names a mood",
     "vqa": "yes/no questions about the intent's parts answered by a visual question-answering model (0..1)",
     TOTAL: "the weighted sum of the terms",
 }
 DEFAULT_WEIGHTS = {"clip_t": 1.0, "intent_parts": 0.1, "mood": 0.05, "likeness": 0.05, "copy": -0.1}
 # Extra columns a scorer's `columns()` gives besides its own name (kept per picture, never in the total).
 SCORER_COLUMNS = {
-    "mood": ["mood_expected", "mood_min", "mood_faces", "mood_top",
-             *[f"mood_p_{name}" for name in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]],
-    "intent_parts": [*[f"part_{role}" for role in ("who", "where", "doing", "style", "lighting", "framing", "mood")],
-                     "weakest_part"],
-    "vqa": [*[f"vqa_{role}" for role in ("who", "where", "doing", "style", "lighting", "framing", "mood")],
-            "vqa_weakest"],
+    "mood": [
+        "mood_expected",
+        "mood_min",
+        "mood_faces",
+        "mood_top",
+        *[f"mood_p_{name}" for name in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")],
+    ],
+    "intent_parts": [
+        *[f"part_{role}" for role in ("who", "where", "doing", "style", "lighting", "framing", "mood")],
+        "weakest_part",
+    ],
+    "vqa": [
+        *[f"vqa_{role}" for role in ("who", "where", "doing", "style", "lighting", "framing", "mood")],
+        "vqa_weakest",
+    ],
 }
 
 
 def formula_text(weights: Mapping[str, float]) -> str:
-    """"total = 1 x clip_t + 0.05 x likeness - 0.1 x copy" for those weights."""
+    """ "total = 1 x clip_t + 0.05 x likeness - 0.1 x copy" for those weights."""
     parts = []
     for index, (name, weight) in enumerate((name, weight) for name, weight in weights.items() if weight):
         sign = ("-" if weight < 0 else "") if index == 0 else ("- " if weight < 0 else "+ ")
@@ -262,10 +279,13 @@ class Objective:
 
     def to_dict(self) -> dict[str, Any]:
         """What the objective is, for best_prompts.json: the formula, every term and its meaning, the notes."""
-        return {"formula": self.formula(), "weights": self.terms,
-                "columns": {name: TERM_MEANINGS.get(name, "another score") for name in self.score_names},
-                **{key: value for key, value in self.description.items() if key != "weights"},
-                "notes": list(self.notes)}
+        return {
+            "formula": self.formula(),
+            "weights": self.terms,
+            "columns": {name: TERM_MEANINGS.get(name, "another score") for name in self.score_names},
+            **{key: value for key, value in self.description.items() if key != "weights"},
+            "notes": list(self.notes),
+        }
 
     def score(self, images: Sequence[Any], intent: Intent) -> list[dict[str, float]]:
         """Every column and the total for each image, all measured against the intent."""
@@ -317,7 +337,9 @@ class LikenessScale:
         return cls(float(calibration.floor.mean), float(calibration.ceiling.mean), source)
 
     @classmethod
-    def from_summary(cls, summary_path: str | Path, dataset_dir: str | Path, training_faces: int) -> LikenessScale | None:
+    def from_summary(
+        cls, summary_path: str | Path, dataset_dir: str | Path, training_faces: int
+    ) -> LikenessScale | None:
         """04's calibration from `metrics/summary.json` if it was made from this dataset (same folder, same
         number of faces, written after the dataset), else None; `LikenessUnavailable` when 04 found no usable
         floor or ceiling for this very dataset (computing it again would fail the same way)."""
@@ -330,7 +352,9 @@ class LikenessScale:
             floor = float(calibration["floor"]["mean"] if calibration["floor"]["mean"] is not None else math.nan)
             ceiling = float(calibration["ceiling"]["mean"] if calibration["ceiling"]["mean"] is not None else math.nan)
             same_folder = Path(summary["dataset_dir"]).resolve() == Path(dataset_dir).resolve()
-            newer = path.stat().st_mtime >= max((item.stat().st_mtime for item in Path(dataset_dir).rglob("*")), default=0)
+            newer = path.stat().st_mtime >= max(
+                (item.stat().st_mtime for item in Path(dataset_dir).rglob("*")), default=0
+            )
             same_faces = int(calibration.get("training_faces") or 0) == int(training_faces)
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -342,7 +366,8 @@ class LikenessScale:
             raise LikenessUnavailable(
                 f"04_evaluate's calibration in {path} has no usable floor (strangers) and ceiling (your photos "
                 "against each other), so a likeness number would mean nothing; run 04_evaluate with network once "
-                "or with evaluate_other_people_dir.")
+                "or with evaluate_other_people_dir."
+            )
         return cls(floor, ceiling, f"04_evaluate ({path})")
 
 
@@ -360,8 +385,10 @@ class LikenessMeasure:
 
     def measure(self, images: Sequence[Any], texts: Sequence[str]) -> dict[str, list[float]]:
         readings = self.faces.measure(list(images))
-        return {"likeness": [self.scale.position(reading.similarity) for reading in readings],
-                "face_found": [float(reading.similarity is not None) for reading in readings]}
+        return {
+            "likeness": [self.scale.position(reading.similarity) for reading in readings],
+            "face_found": [float(reading.similarity is not None) for reading in readings],
+        }
 
 
 class ClipMeasure:
@@ -396,8 +423,11 @@ def copy_reference(clip, dataset_dir: str | Path):
     if len(photos) < 2:
         return None
     images = [image for _, image in photos]
-    return (clip.embed_images(images), clip.embed_images([ImageOps.mirror(image) for image in images]),
-            [name for name, _ in photos])
+    return (
+        clip.embed_images(images),
+        clip.embed_images([ImageOps.mirror(image) for image in images]),
+        [name for name, _ in photos],
+    )
 
 
 def build_objective(
@@ -424,16 +454,21 @@ def build_objective(
     goes on with the others."""
     from sdxlab import evaluate
 
-    weights = {str(name): float(weight) for name, weight in dict(DEFAULT_WEIGHTS if weights is None else weights).items()}
+    weights = {
+        str(name): float(weight) for name, weight in dict(DEFAULT_WEIGHTS if weights is None else weights).items()
+    }
     wanted = {name for name, weight in weights.items() if weight}
     scorers: dict[str, Any] = {}
     notes: list[str] = []
-    description: dict[str, Any] = {"clip_model": str(clip_model),
-                                   "dataset": str(dataset_dir) if dataset_dir is not None else None}
+    description: dict[str, Any] = {
+        "clip_model": str(clip_model),
+        "dataset": str(dataset_dir) if dataset_dir is not None else None,
+    }
     alignment = None
     if wanted & {"clip_t", "copy", "intent_parts"}:
-        alignment = evaluate.ClipAlignmentScorer(clip_model=clip_model, device=device, subject_token=subject_token,
-                                                 class_word=class_word)
+        alignment = evaluate.ClipAlignmentScorer(
+            clip_model=clip_model, device=device, subject_token=subject_token, class_word=class_word
+        )
     if wanted & {"clip_t", "copy"}:
         reference = None
         if "copy" in wanted:
@@ -452,19 +487,29 @@ def build_objective(
             notes.append(f"Likeness is left out of the objective: {error}")
     specs: dict[str, dict[str, Any]] = {}
     if "intent_parts" in wanted:
-        specs["intent_parts"] = {"clip": alignment.clip, "subject_token": subject_token, "class_word": class_word,
-                                 **({"splitter": intent_splitter} if intent_splitter is not None else {})}
+        specs["intent_parts"] = {
+            "clip": alignment.clip,
+            "subject_token": subject_token,
+            "class_word": class_word,
+            **({"splitter": intent_splitter} if intent_splitter is not None else {}),
+        }
         description["intent_split"] = "language_model" if intent_splitter is not None else "rules"
     if "mood" in wanted:
         specs["mood"] = {"download": mood_download}
     if "vqa" in wanted:
         if vqa_model:
-            specs["vqa"] = {"model": vqa_model, "device": device, "subject_token": subject_token,
-                            "class_word": class_word}
+            specs["vqa"] = {
+                "model": vqa_model,
+                "device": device,
+                "subject_token": subject_token,
+                "class_word": class_word,
+            }
             description["vqa_model"] = str(vqa_model)
         else:
-            notes.append("vqa: no visual question-answering model is set (search_vqa_model), so the vqa term is "
-                         "left out; set it to a BLIP VQA hub id or folder to grade yes/no questions.")
+            notes.append(
+                "vqa: no visual question-answering model is set (search_vqa_model), so the vqa term is "
+                "left out; set it to a BLIP VQA hub id or folder to grade yes/no questions."
+            )
     for name in sorted(wanted - {"clip_t", "copy", "likeness", "face_found", "intent_parts", "mood", "vqa"}):
         specs[name] = {}
     from sdxlab.evaluate.scorers import build_scorers
@@ -474,8 +519,10 @@ def build_objective(
     for name, scorer in built.items():
         scorers[name] = scorer
         if not getattr(scorer, "meaningful", True):
-            notes.append(f"{name}: scored with random weights (the tiny demo CLIP); its numbers only show the "
-                         "mechanics, not meaning.")
+            notes.append(
+                f"{name}: scored with random weights (the tiny demo CLIP); its numbers only show the "
+                "mechanics, not meaning."
+            )
     known = {column for item in scorers.values() for column in as_measure(item).columns}
     active = {name: weight for name, weight in weights.items() if name in known}
     if not any(weight > 0 for weight in active.values()):
@@ -496,12 +543,15 @@ def _likeness_measure(dataset_dir, metrics_dir, other_people_dir) -> tuple[Liken
     notes = []
     if scale is None:  # 04 has not run on this dataset: the same calibration, computed here once
         calibrated = evaluate.LikenessScorer.from_dataset(dataset_dir, other_people_dir, download_floor=True)
-        scale = LikenessScale.from_calibration(calibrated.calibration, "computed by 05 as 04_evaluate does "
-                                               f"(floor: {calibrated.calibration.floor_source or 'unknown'})")
+        scale = LikenessScale.from_calibration(
+            calibrated.calibration,
+            f"computed by 05 as 04_evaluate does (floor: {calibrated.calibration.floor_source or 'unknown'})",
+        )
         if scale is None:
             raise evaluate.LikenessUnavailable(
                 "its floor (strangers) or ceiling (your photos against each other) is unknown, so a likeness "
                 "number would mean nothing; " + " ".join(calibrated.notes[-1:]) + " Run 04_evaluate with network "
-                "once, or pass evaluate_other_people_dir.")
+                "once, or pass evaluate_other_people_dir."
+            )
         notes.append("04_evaluate's calibration was not found for this dataset; it was computed the same way.")
     return LikenessMeasure(faces, scale), notes

@@ -30,7 +30,9 @@ def pareto_front(history: Sequence[ScoredPrompt], x: str = LIKENESS, y: str = ME
     return front[::-1]
 
 
-def choose_on_front(front: Sequence[ScoredPrompt], min_x: float, x: str = LIKENESS, y: str = MEANING) -> ScoredPrompt | None:
+def choose_on_front(
+    front: Sequence[ScoredPrompt], min_x: float, x: str = LIKENESS, y: str = MEANING
+) -> ScoredPrompt | None:
     """The most meaningful prompt on the front whose `x` is at least `min_x`; None when none reaches it."""
     reaching = [item for item in front if item.scores[x] >= min_x]
     return max(reaching, key=lambda item: item.scores[y]) if reaching else None
@@ -47,20 +49,49 @@ def pareto_figure(searches, min_likeness: float | None = None, note: str | None 
     for axis, search in zip(axes[0], searches, strict=False):
         history = [item for item in search.history if LIKENESS in item.scores and MEANING in item.scores]
         if not history:
-            axis.text(0.5, 0.5, "likeness or meaning is not part of this objective", ha="center", va="center",
-                      transform=axis.transAxes, fontsize=9)
+            axis.text(
+                0.5,
+                0.5,
+                "likeness or meaning is not part of this objective",
+                ha="center",
+                va="center",
+                transform=axis.transAxes,
+                fontsize=9,
+            )
         front = pareto_front(history)
         moods = [item.scores.get(MOOD, math.nan) for item in history]
         if any(not math.isnan(value) for value in moods):  # mood asked for: the third axis, as colour
-            points = axis.scatter([item.scores[LIKENESS] for item in history], [item.scores[MEANING] for item in history],
-                                  s=18, c=moods, cmap="viridis", vmin=0, vmax=1, label="prompts tried (colour: mood)")
+            points = axis.scatter(
+                [item.scores[LIKENESS] for item in history],
+                [item.scores[MEANING] for item in history],
+                s=18,
+                c=moods,
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                label="prompts tried (colour: mood)",
+            )
             figure.colorbar(points, ax=axis, label="mood: P(the expression you asked for)")
         else:
-            axis.scatter([item.scores[LIKENESS] for item in history], [item.scores[MEANING] for item in history],
-                         s=14, color="lightgray", label="prompts tried")
-        axis.plot([item.scores[LIKENESS] for item in front], [item.scores[MEANING] for item in front], "o-",
-                  color="tab:blue", markersize=5, label="front: not beaten on both")
-        marks = [(search.start, "*", "black", "your start"), (search.best()[0], "D", "tab:orange", "search's pick (total)")]
+            axis.scatter(
+                [item.scores[LIKENESS] for item in history],
+                [item.scores[MEANING] for item in history],
+                s=14,
+                color="lightgray",
+                label="prompts tried",
+            )
+        axis.plot(
+            [item.scores[LIKENESS] for item in front],
+            [item.scores[MEANING] for item in front],
+            "o-",
+            color="tab:blue",
+            markersize=5,
+            label="front: not beaten on both",
+        )
+        marks = [
+            (search.start, "*", "black", "your start"),
+            (search.best()[0], "D", "tab:orange", "search's pick (total)"),
+        ]
         if min_likeness is not None:
             chosen = choose_on_front(front, min_likeness)
             axis.axvline(min_likeness, color="firebrick", linestyle=":", linewidth=1)
@@ -68,8 +99,17 @@ def pareto_figure(searches, min_likeness: float | None = None, note: str | None 
                 marks.append((chosen, "o", "firebrick", f"your choice (likeness >= {min_likeness:g})"))
         for item, marker, color, label in marks:
             if LIKENESS in item.scores:
-                axis.scatter([item.scores[LIKENESS]], [item.scores[MEANING]], marker=marker, s=80, color="none"
-                             if marker == "o" else color, edgecolors=color, linewidths=1.6, label=label, zorder=3)
+                axis.scatter(
+                    [item.scores[LIKENESS]],
+                    [item.scores[MEANING]],
+                    marker=marker,
+                    s=80,
+                    color="none" if marker == "o" else color,
+                    edgecolors=color,
+                    linewidths=1.6,
+                    label=label,
+                    zorder=3,
+                )
         axis.set_xlabel("likeness (0: a stranger or no face, 1: your own photos)")
         axis.set_ylabel("meaning (CLIP-T with your intent)")
         axis.set_title(textwrap.shorten(search.intent.text, 60), fontsize=9)

@@ -171,8 +171,12 @@ class VocabularyProposer:
 
     name = "vocabulary"
 
-    def __init__(self, vocabulary: Mapping[str, Sequence[str]] | None = None, crossover_rate: float = 0.3,
-                 explore_rate: float = 0.25) -> None:
+    def __init__(
+        self,
+        vocabulary: Mapping[str, Sequence[str]] | None = None,
+        crossover_rate: float = 0.3,
+        explore_rate: float = 0.25,
+    ) -> None:
         self.vocabulary = {category: tuple(words) for category, words in (vocabulary or PROMPT_PARTS).items()}
         self.crossover_rate = crossover_rate
         self.explore_rate = explore_rate  # share of fresh prompts: your own words plus 2-4 random parts
@@ -254,7 +258,9 @@ class VocabularyProposer:
         """The first parent's own words, then for each kind of part one parent's choice (or none)."""
         rng = context.rng
         protected = self._protected(context)
-        child = [part for part in first if part.key in protected or has_subject(part.text, context.intent.subject_token)]
+        child = [
+            part for part in first if part.key in protected or has_subject(part.text, context.intent.subject_token)
+        ]
         present = {part.key for part in child}
         for category in self.vocabulary:
             options = [part for part in first + second if category_of(part, self.vocabulary) == category]
@@ -288,9 +294,9 @@ class VocabularyProposer:
 
 TERM_ADVICE = {
     "clip_t": "make the picture show more clearly what the person asked for: name each part of the request "
-              "plainly and drop words that pull elsewhere",
+    "plainly and drop words that pull elsewhere",
     "likeness": "keep the person's face visible, large enough and recognisable (framing, light on the face); "
-                "styles that repaint the face lose likeness",
+    "styles that repaint the face lose likeness",
     "face_found": "make sure a face is clearly visible in the picture",
     "copy": "move away from a plain selfie like the training photos: change setting, pose and framing",
 }
@@ -309,7 +315,9 @@ def weakest_term(context: ProposalContext) -> tuple[str, float, float] | None:
             continue
         values = [float(item.scores[name]) for item in context.history if name in item.scores]
         reachable = max(values) if weight > 0 else min(values)
-        gaps.append((abs(weight) * abs(reachable - float(leader.scores[name])), name, float(leader.scores[name]), reachable))
+        gaps.append(
+            (abs(weight) * abs(reachable - float(leader.scores[name])), name, float(leader.scores[name]), reachable)
+        )
     if not gaps:
         return None
     gap, name, value, reachable = max(gaps)
@@ -331,24 +339,31 @@ def revision_messages(context: ProposalContext, count: int) -> list[dict[str, st
 
     intent, phrase = context.intent, context.intent.subject_phrase
     best = context.best()
-    worst = [item for item in sorted(context.history, key=lambda item: (item.total, item.round))
-             if item not in best][: max(1, context.top_k // 2)]
+    worst = [item for item in sorted(context.history, key=lambda item: (item.total, item.round)) if item not in best][
+        : max(1, context.top_k // 2)
+    ]
     listing = lambda items: "\n".join(  # noqa: E731
-        f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}" for rank, item in enumerate(items, start=1))
+        f"{rank}. [{describe_scores(item, context.score_names)}] {item.prompt}"
+        for rank, item in enumerate(items, start=1)
+    )
     system = (
         "You write prompts for Stable Diffusion XL. A fine-tuned model knows one person as "
-        f"\"{phrase}\"; every prompt must contain \"{phrase}\" exactly. Prompts are comma-separated phrases, "
+        f'"{phrase}"; every prompt must contain "{phrase}" exactly. Prompts are comma-separated phrases, '
         "under 60 words. Do not use weights or brackets."
     )
-    meanings = "; ".join(f"{name}: {TERM_MEANINGS.get(name, 'another score')}" for name in [*context.score_names, TOTAL])
+    meanings = "; ".join(
+        f"{name}: {TERM_MEANINGS.get(name, 'another score')}" for name in [*context.score_names, TOTAL]
+    )
     formula = f" ({formula_text(context.weights)})" if context.weights else ""
     weakest = weakest_term(context)
     fix = ""
     if weakest is not None:
         name, value, reachable = weakest
         reached = f", while another prompt reached {reachable:.3f}" if abs(reachable - value) > 1e-9 else ""
-        fix = (f"The weakest part of the best prompt is {name} ({value:.3f}{reached}). Fix it: "
-               f"{TERM_ADVICE.get(name, 'raise ' + name)}, while keeping what already works.\n")
+        fix = (
+            f"The weakest part of the best prompt is {name} ({value:.3f}{reached}). Fix it: "
+            f"{TERM_ADVICE.get(name, 'raise ' + name)}, while keeping what already works.\n"
+        )
     user = (
         f"What the person asks for: {intent.alignment_text}\n"
         f"Each prompt below was rendered on fixed seeds and scored; a higher total{formula} is better. "
@@ -367,11 +382,15 @@ def completion_prompt(context: ProposalContext) -> str:
     """For plain language models without a chat template: a scored list in rising order, to be continued
     with a line that scores higher than any before it (the model writes the prompt after the colon)."""
     ranked = list(reversed(context.best()))
-    lines = [f"Stable Diffusion prompts for: {context.intent.alignment_text}. "
-             f"Every prompt contains \"{context.intent.subject_phrase}\". Scores: higher is better."]
+    lines = [
+        f"Stable Diffusion prompts for: {context.intent.alignment_text}. "
+        f'Every prompt contains "{context.intent.subject_phrase}". Scores: higher is better.'
+    ]
     lines += [f"{describe_scores(item, context.score_names)}: {item.prompt}" for item in ranked]
     best = ranked[-1] if ranked else None
-    target = {name: min(1.0, best.scores[name] + 0.05) for name in [TOTAL, *context.score_names]} if best else {TOTAL: 1.0}
+    target = (
+        {name: min(1.0, best.scores[name] + 0.05) for name in [TOTAL, *context.score_names]} if best else {TOTAL: 1.0}
+    )
     target_scores = ScoredPrompt("", target)
     lines.append(f"{describe_scores(target_scores, context.score_names)}:")
     return "\n".join(lines)
@@ -404,14 +423,26 @@ def make_proposers(
             proposers.append(VocabularyProposer())
         elif name == "local_lm":
             if not lm_model:
-                raise ProposerError("The local_lm proposer needs search_lm_model: a hub id (e.g. gpt2) or a local model folder.")
-            proposers.append(LocalLMProposer(lm_model, device=device, max_new_tokens=lm_max_new_tokens,
-                                             allow_pickle=lm_allow_pickle))
+                raise ProposerError(
+                    "The local_lm proposer needs search_lm_model: a hub id (e.g. gpt2) or a local model folder."
+                )
+            proposers.append(
+                LocalLMProposer(lm_model, device=device, max_new_tokens=lm_max_new_tokens, allow_pickle=lm_allow_pickle)
+            )
         elif name == "endpoint":
             if not endpoint_url or not endpoint_model:
-                raise ProposerError("The endpoint proposer needs search_endpoint_url (e.g. http://127.0.0.1:8000/v1) and search_endpoint_model.")
-            proposers.append(EndpointProposer(endpoint_url, endpoint_model, api_key_env=endpoint_api_key_env,
-                                              timeout_s=endpoint_timeout_s, retries=endpoint_retries))
+                raise ProposerError(
+                    "The endpoint proposer needs search_endpoint_url (e.g. http://127.0.0.1:8000/v1) and search_endpoint_model."
+                )
+            proposers.append(
+                EndpointProposer(
+                    endpoint_url,
+                    endpoint_model,
+                    api_key_env=endpoint_api_key_env,
+                    timeout_s=endpoint_timeout_s,
+                    retries=endpoint_retries,
+                )
+            )
         else:
             raise ProposerError(f"Unknown proposer '{name}'; valid proposers: {', '.join(PROPOSER_NAMES)}.")
     if not proposers:

@@ -48,8 +48,11 @@ class Recipe:
     lora_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"negative_prompt": self.negative_prompt, "guidance": float(self.guidance),
-                "lora_scale": float(self.lora_scale)}
+        return {
+            "negative_prompt": self.negative_prompt,
+            "guidance": float(self.guidance),
+            "lora_scale": float(self.lora_scale),
+        }
 
     def describe(self) -> str:
         negative = f"negative prompt '{self.negative_prompt}'" if self.negative_prompt else "no negative prompt"
@@ -98,16 +101,23 @@ class RecipeSpace:
         return bool(self.parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start.to_dict(), "parts": list(self.parts), "guidance_range": list(self.guidance_range),
-                "lora_scale_range": list(self.lora_scale_range), "negatives": list(self.negatives),
-                "share": self.share}
+        return {
+            "start": self.start.to_dict(),
+            "parts": list(self.parts),
+            "guidance_range": list(self.guidance_range),
+            "lora_scale_range": list(self.lora_scale_range),
+            "negatives": list(self.negatives),
+            "share": self.share,
+        }
 
     def moves(self, count: int, round_index: int) -> int:
         """How many of a round's `count` candidates are recipe moves: `share` of them, the fraction carried
         over from round to round (share 0.25 of 4 candidates: one a round; of 2: one every other round)."""
         if not self.parts or count <= 0:
             return 0
-        return min(count, int(self.share * count * round_index + 1e-9) - int(self.share * count * (round_index - 1) + 1e-9))
+        return min(
+            count, int(self.share * count * round_index + 1e-9) - int(self.share * count * (round_index - 1) + 1e-9)
+        )
 
     def mutate(self, recipe: Recipe, rng: random.Random) -> Recipe:
         """The recipe with one searched part changed (a step of guidance or LoRA scale, or another negative

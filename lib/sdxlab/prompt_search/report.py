@@ -25,10 +25,21 @@ def leaderboard_figure(result: SearchResult, note: str | None = None):
     figure, axes = plt.subplots(1, count, figsize=(5.2 * count, 3.6), squeeze=False)
     for axis, search in zip(axes[0], result.intents, strict=False):
         rounds = [summary.round for summary in search.rounds]
-        axis.step(rounds, [summary.best_so_far for summary in search.rounds], where="post", label="best so far",
-                  color="tab:blue", linewidth=2)
-        axis.plot(rounds, [summary.median for summary in search.rounds], "o--", label="median of the round",
-                  color="tab:orange")
+        axis.step(
+            rounds,
+            [summary.best_so_far for summary in search.rounds],
+            where="post",
+            label="best so far",
+            color="tab:blue",
+            linewidth=2,
+        )
+        axis.plot(
+            rounds,
+            [summary.median for summary in search.rounds],
+            "o--",
+            label="median of the round",
+            color="tab:orange",
+        )
         axis.axhline(search.start.total, color="gray", linestyle=":", label="your starting prompt")
         axis.set_xlabel("round (0: your starting prompt)")
         axis.set_ylabel("total score on the search seeds")
@@ -53,11 +64,18 @@ def heldout_grid_figure(heldouts: Sequence[HeldoutResult], image_for, note: str 
     for result in heldouts:
         for entry in [result.start, *result.finalists]:
             per_seed = {int(row_seed): row for row_seed, row in zip(result.seeds, entry.per_seed, strict=True)}
-            label = ("YOUR START" if entry is result.start else
-                     "HEADLINE" if entry is result.search_pick else f"finalist #{entry.search_rank}")
+            label = (
+                "YOUR START"
+                if entry is result.start
+                else "HEADLINE"
+                if entry is result.search_pick
+                else f"finalist #{entry.search_rank}"
+            )
             for column, seed in enumerate(result.seeds[:columns]):
                 recipe = getattr(entry, "recipe", None)
-                images.append(image_for(entry.prompt, seed) if recipe is None else image_for(entry.prompt, seed, recipe))
+                images.append(
+                    image_for(entry.prompt, seed) if recipe is None else image_for(entry.prompt, seed, recipe)
+                )
                 score = f"seed {seed}: {per_seed[seed][TOTAL]:.3f}"
                 if column == 0:  # the row's first picture carries the prompt (two lines at most) and its mean
                     prompt = "\n".join(textwrap.wrap(textwrap.shorten(entry.prompt, 84, placeholder=" …"), 44))
@@ -82,26 +100,29 @@ def heldout_rows(heldouts: Sequence[HeldoutResult]) -> list[dict]:
 
 NUMBER_MEANINGS = {
     "headline": "the search's own pick (its best prompt on the search seeds) or your choice on the likeness x "
-                "meaning front (search_min_likeness), fixed before any held-out seed was rendered, against your "
-                "starting prompt on the held-out seeds: the honest answer",
+    "meaning front (search_min_likeness), fixed before any held-out seed was rendered, against your "
+    "starting prompt on the held-out seeds: the honest answer",
     "search_rank": "position in the list of finalists fixed before the held-out seeds (1: the headline)",
     "uplift.mean": "mean over held-out seeds of (finalist total - your start's total), same seed, same noise",
     "uplift.ci_low/ci_high": "Student-t 95% interval of that mean; its coverage is checked by simulation",
     "uplift.p": "exact paired permutation test (sign flips), two-sided: how often a mean this far from 0 "
-                "comes from chance; below 0.05 needs at least 6 held-out seeds",
+    "comes from chance; below 0.05 needs at least 6 held-out seeds",
     "uplift.p_holm": "p corrected (Holm) for the number of finalists compared with your start",
     "finalists": "the search's best prompts in the search's own order, each measured on all held-out seeds",
     "heldout_choice": "the finalist best on the first half of the held-out seeds, its uplift measured on the "
-                      "second half only (choosing and measuring on the same seeds would flatter it)",
+    "second half only (choosing and measuring on the same seeds would flatter it)",
     "search": "mean scores on the search seeds (optimistic: the search kept the prompts that did best there)",
     "heldout": "mean scores on the held-out seeds",
 }
 
 
 def _entry(entry, *, scores: bool = True) -> dict[str, Any]:
-    item = {"search_rank": entry.search_rank, "prompt": entry.prompt,
-            **({"recipe": entry.recipe.to_dict()} if getattr(entry, "recipe", None) is not None else {}),
-            "uplift": entry.uplift.to_dict() if entry.uplift else None}
+    item = {
+        "search_rank": entry.search_rank,
+        "prompt": entry.prompt,
+        **({"recipe": entry.recipe.to_dict()} if getattr(entry, "recipe", None) is not None else {}),
+        "uplift": entry.uplift.to_dict() if entry.uplift else None,
+    }
     if scores:
         item.update({"search": entry.search_scores, "heldout": entry.heldout_scores})
     return item
@@ -112,27 +133,37 @@ def best_prompts_summary(result: SearchResult, heldouts: Sequence[HeldoutResult]
     intents = []
     for search, heldout in zip(result.intents, heldouts, strict=True):
         choice = heldout.heldout_choice
-        intents.append({
-            "intent": search.intent.text,
-            # the search's own first choice: its uplift is the unbiased one (chosen without seeing held-out seeds)
-            "headline": _entry(heldout.search_pick),
-            "headline_chosen_by": heldout.headline_source,
-            "start": {"prompt": heldout.start.prompt, "search": heldout.start.search_scores,
-                      "heldout": heldout.start.heldout_scores,
-                      **({"recipe": heldout.start.recipe.to_dict()} if heldout.start.recipe is not None else {})},
-            "finalists": [_entry(entry) for entry in heldout.finalists],
-            "heldout_choice": None if choice is None else {
-                "prompt": choice.entry.prompt, "search_rank": choice.entry.search_rank,
-                "selection_seeds": choice.selection_seeds, "report_seeds": choice.report_seeds,
-                "uplift": choice.uplift.to_dict()},
-            "alignment_text": search.intent.alignment_text,
-            "start_prompt": search.intent.start_prompt,
-            "stop_reason": search.stop_reason,
-            "rounds_run": max((summary.round for summary in search.rounds), default=0),
-            "prompts_tried": len(search.history),
-            "unusable_proposals": search.unusable,
-            "heldout_seeds": heldout.seeds,
-        })
+        intents.append(
+            {
+                "intent": search.intent.text,
+                # the search's own first choice: its uplift is the unbiased one (chosen without seeing held-out seeds)
+                "headline": _entry(heldout.search_pick),
+                "headline_chosen_by": heldout.headline_source,
+                "start": {
+                    "prompt": heldout.start.prompt,
+                    "search": heldout.start.search_scores,
+                    "heldout": heldout.start.heldout_scores,
+                    **({"recipe": heldout.start.recipe.to_dict()} if heldout.start.recipe is not None else {}),
+                },
+                "finalists": [_entry(entry) for entry in heldout.finalists],
+                "heldout_choice": None
+                if choice is None
+                else {
+                    "prompt": choice.entry.prompt,
+                    "search_rank": choice.entry.search_rank,
+                    "selection_seeds": choice.selection_seeds,
+                    "report_seeds": choice.report_seeds,
+                    "uplift": choice.uplift.to_dict(),
+                },
+                "alignment_text": search.intent.alignment_text,
+                "start_prompt": search.intent.start_prompt,
+                "stop_reason": search.stop_reason,
+                "rounds_run": max((summary.round for summary in search.rounds), default=0),
+                "prompts_tried": len(search.history),
+                "unusable_proposals": search.unusable,
+                "heldout_seeds": heldout.seeds,
+            }
+        )
     return {"what_the_numbers_mean": NUMBER_MEANINGS, **context, "intents": intents}
 
 
@@ -141,16 +172,20 @@ def write_outputs(folder: str | Path, summary: dict[str, Any], heldouts: Sequenc
     import pandas as pd
 
     folder = Path(folder)
-    return {"best_prompts": files.write_json(folder / "best_prompts.json", summary),
-            "heldout": files.write_csv(folder / "heldout.csv", pd.DataFrame(heldout_rows(heldouts)))}
+    return {
+        "best_prompts": files.write_json(folder / "best_prompts.json", summary),
+        "heldout": files.write_csv(folder / "heldout.csv", pd.DataFrame(heldout_rows(heldouts))),
+    }
 
 
 def _uplift_text(uplift: dict) -> str:
     holm = f", Holm {uplift['p_holm']:.2g}" if uplift.get("p_holm") is not None else ""
     if uplift["ci_low"] is None:
         return f"uplift {uplift['mean']:+.3f} (one held-out seed: no interval), p {uplift['p']:.2g}{holm}"
-    return (f"uplift {uplift['mean']:+.3f} [95% CI {uplift['ci_low']:+.3f}, {uplift['ci_high']:+.3f}] "
-            f"over {uplift['seeds']} held-out seeds, p {uplift['p']:.2g}{holm}")
+    return (
+        f"uplift {uplift['mean']:+.3f} [95% CI {uplift['ci_low']:+.3f}, {uplift['ci_high']:+.3f}] "
+        f"over {uplift['seeds']} held-out seeds, p {uplift['p']:.2g}{holm}"
+    )
 
 
 def _recipe_lines(entry: dict, start: dict) -> list[str]:
@@ -160,8 +195,10 @@ def _recipe_lines(entry: dict, start: dict) -> list[str]:
         return []
     changed = [name for name in recipe if start.get("recipe", {}).get(name) != recipe[name]]
     negative = recipe["negative_prompt"] or ""
-    return [f"#   with negative prompt: {negative!r}, guidance {recipe['guidance']:g}, LoRA scale "
-            f"{recipe['lora_scale']:g}" + (f" (changed from your start: {', '.join(changed)})" if changed else "")]
+    return [
+        f"#   with negative prompt: {negative!r}, guidance {recipe['guidance']:g}, LoRA scale "
+        f"{recipe['lora_scale']:g}" + (f" (changed from your start: {', '.join(changed)})" if changed else "")
+    ]
 
 
 def paste_ready(summary: dict[str, Any]) -> str:
@@ -169,11 +206,16 @@ def paste_ready(summary: dict[str, Any]) -> str:
     (the honest headline) first, then the other finalists in the search's order."""
     blocks = []
     for item in summary["intents"]:
-        lines = [f"# {item['intent']}", f"# your start ({item['start']['heldout'][TOTAL]:.3f} held-out): {item['start_prompt']}"]
+        lines = [
+            f"# {item['intent']}",
+            f"# your start ({item['start']['heldout'][TOTAL]:.3f} held-out): {item['start_prompt']}",
+        ]
         headline = item["headline"]
         if headline["uplift"] is not None:
             chooser = item.get("headline_chosen_by", "the search")
-            lines.append(f"# HEADLINE (fixed before the held-out seeds; chosen by {chooser}): {_uplift_text(headline['uplift'])}")
+            lines.append(
+                f"# HEADLINE (fixed before the held-out seeds; chosen by {chooser}): {_uplift_text(headline['uplift'])}"
+            )
             lines.append(headline["prompt"])
             lines += _recipe_lines(headline, item["start"])
         for finalist in item["finalists"][1:]:
@@ -182,8 +224,10 @@ def paste_ready(summary: dict[str, Any]) -> str:
             lines += _recipe_lines(finalist, item["start"])
         choice = item.get("heldout_choice")
         if choice is not None:
-            lines.append(f"# best on held-out seeds {choice['selection_seeds']} was finalist #{choice['search_rank']}; "
-                         f"on the other seeds {choice['report_seeds']}: {_uplift_text(choice['uplift'])}")
+            lines.append(
+                f"# best on held-out seeds {choice['selection_seeds']} was finalist #{choice['search_rank']}; "
+                f"on the other seeds {choice['report_seeds']}: {_uplift_text(choice['uplift'])}"
+            )
         blocks.append("\n".join(lines))
     note = summary.get("note")
     return (f"# {note}\n\n" if note else "") + "\n\n".join(blocks)
@@ -194,13 +238,20 @@ def parts_table(result: SearchResult, score_names: Sequence[str]):
     (`part_<role>`, `intent_parts`), mood, VQA and the recipe: what the total is made of."""
     import pandas as pd
 
-    shown = [name for name in score_names if name.startswith(("part_", "vqa")) or name in
-             ("clip_t", "intent_parts", "mood", "likeness")]
+    shown = [
+        name
+        for name in score_names
+        if name.startswith(("part_", "vqa")) or name in ("clip_t", "intent_parts", "mood", "likeness")
+    ]
     rows = []
     for search in result.intents:
         for label, item in (("your start", search.start), ("search's best", search.best()[0])):
-            row = {"intent": search.intent.text, "candidate": label, "total": item.total,
-                   **{name: item.scores.get(name) for name in shown}}
+            row = {
+                "intent": search.intent.text,
+                "candidate": label,
+                "total": item.total,
+                **{name: item.scores.get(name) for name in shown},
+            }
             if item.recipe is not None:
                 row["recipe"] = item.recipe.describe()
             rows.append(row)

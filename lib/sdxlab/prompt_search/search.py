@@ -126,8 +126,12 @@ def run_search(
     settings_key = fingerprint(identity)
     rows = load_candidates(csv_path, settings_key, resume=resume)
     resumed = len(rows)
-    columns = (BASE_COLUMNS + (RECIPE_COLUMNS if settings.recipe is not None else []) + list(evaluator.score_names)
-               + TAIL_COLUMNS)
+    columns = (
+        BASE_COLUMNS
+        + (RECIPE_COLUMNS if settings.recipe is not None else [])
+        + list(evaluator.score_names)
+        + TAIL_COLUMNS
+    )
     results = []
     for intent in intents:
         loop = _IntentLoop(evaluator, intent, list(proposers), settings, rows, settings_key, output_dir)
@@ -208,10 +212,16 @@ class _IntentLoop:
 
     def context(self, history: list[ScoredPrompt], round_index: int) -> ProposalContext:
         rng = random.Random(f"{self.settings.seed}|{self.intent.text}|{round_index}")
-        return ProposalContext(intent=self.intent, history=list(history), round_index=round_index, rng=rng,
-                               top_k=self.settings.top_k, score_names=list(self.evaluator.score_names),
-                               weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}),
-                               feedback=self.feedback(history))
+        return ProposalContext(
+            intent=self.intent,
+            history=list(history),
+            round_index=round_index,
+            rng=rng,
+            top_k=self.settings.top_k,
+            score_names=list(self.evaluator.score_names),
+            weights=dict(getattr(getattr(self.evaluator, "objective", None), "terms", {}) or {}),
+            feedback=self.feedback(history),
+        )
 
     def feedback(self, history: list[ScoredPrompt]) -> list[str]:
         """OPT2I-style: the part of the intent the best prompt's pictures show least (from `part_<role>`)."""
@@ -240,8 +250,10 @@ class _IntentLoop:
 
     def recipe_moves(self, context: ProposalContext, count: int) -> list[tuple[str, str, Recipe]]:
         """Up to `count` candidates: one of the best so far (rank-weighted) with one recipe setting changed."""
-        space, rng = self.settings.recipe, random.Random(f"{self.settings.seed}|{self.intent.text}|"
-                                                          f"{context.round_index}|recipe")
+        space, rng = (
+            self.settings.recipe,
+            random.Random(f"{self.settings.seed}|{self.intent.text}|{context.round_index}|recipe"),
+        )
         parents = context.best()
         tried = {item.key for item in context.history}
         moves: list[tuple[str, str, Recipe]] = []
@@ -269,16 +281,22 @@ class _IntentLoop:
             accepted += self._take(self.fallback, context, count - len(accepted), seen, extra=len(accepted))
         return accepted
 
-    def _take(self, proposer: Proposer, context: ProposalContext, quota: int, seen: set[str],
-              extra: int = 0) -> list[tuple[str, str]]:
+    def _take(
+        self, proposer: Proposer, context: ProposalContext, quota: int, seen: set[str], extra: int = 0
+    ) -> list[tuple[str, str]]:
         try:
             # `extra`: the fallback does not know what other proposers took this round, so it may repeat them
             raw = proposer.propose(context, quota + extra)
         except ProposerError:
             raise
         except Exception as error:  # a proposer's bad day is not the search's end
-            log.warning("Proposer %s failed in round %d (%s: %s); the round goes on without it.",
-                        proposer.name, context.round_index, type(error).__name__, str(error)[:200])
+            log.warning(
+                "Proposer %s failed in round %d (%s: %s); the round goes on without it.",
+                proposer.name,
+                context.round_index,
+                type(error).__name__,
+                str(error)[:200],
+            )
             raw = []
         taken, unusable = [], 0
         for text in raw:
@@ -295,7 +313,9 @@ class _IntentLoop:
                 break
         if unusable:
             self.unusable[proposer.name] = self.unusable.get(proposer.name, 0) + unusable
-            log.info("Proposer %s: %d unusable line(s) skipped in round %d.", proposer.name, unusable, context.round_index)
+            log.info(
+                "Proposer %s: %d unusable line(s) skipped in round %d.", proposer.name, unusable, context.round_index
+            )
         return taken
 
     def evaluate_round(self, round_index: int, proposals: list[tuple[str, str, Recipe | None]]) -> list[ScoredPrompt]:
@@ -311,15 +331,25 @@ class _IntentLoop:
         image_path = getattr(self.evaluator, "image_path", None)
         new_rows = []
         for prompt, seed, recipe, row_scores, proposer in zip(
-                prompts, pair_seeds, recipes, scores, [name for _, name, _ in proposals for _ in seeds], strict=True):
+            prompts, pair_seeds, recipes, scores, [name for _, name, _ in proposals for _ in seeds], strict=True
+        ):
             image = ""
             if image_path is not None:
                 path = image_path(prompt, seed, recipe) if with_recipe else image_path(prompt, seed)
                 image = os.path.relpath(path, self.output_dir) if path else ""
-            new_rows.append({"intent": self.intent.text, "round": round_index, "proposer": proposer, "prompt": prompt,
-                             "seed": seed, **(recipe.to_dict() if recipe is not None else {}),
-                             **{k: cell(v) for k, v in row_scores.items()},
-                             "settings": self.settings_key, "image": image})
+            new_rows.append(
+                {
+                    "intent": self.intent.text,
+                    "round": round_index,
+                    "proposer": proposer,
+                    "prompt": prompt,
+                    "seed": seed,
+                    **(recipe.to_dict() if recipe is not None else {}),
+                    **{k: cell(v) for k, v in row_scores.items()},
+                    "settings": self.settings_key,
+                    "image": image,
+                }
+            )
         self.rows += new_rows
         return history_from_rows(new_rows, self.evaluator.score_names)
 
@@ -333,9 +363,16 @@ def history_from_rows(rows: Sequence[dict], score_names: Sequence[str]) -> list[
     grouped: dict[tuple, list[dict]] = {}
     for row in rows:
         grouped.setdefault((row["prompt"], Recipe.from_row(row)), []).append(row)
-    return [ScoredPrompt(prompt=prompt, scores=mean_scores(group, score_names), round=int(group[0]["round"]),
-                         proposer=str(group[0]["proposer"]), recipe=recipe)
-            for (prompt, recipe), group in grouped.items()]
+    return [
+        ScoredPrompt(
+            prompt=prompt,
+            scores=mean_scores(group, score_names),
+            round=int(group[0]["round"]),
+            proposer=str(group[0]["proposer"]),
+            recipe=recipe,
+        )
+        for (prompt, recipe), group in grouped.items()
+    ]
 
 
 def round_summaries(history: Sequence[ScoredPrompt]) -> list[RoundSummary]:
@@ -346,8 +383,11 @@ def round_summaries(history: Sequence[ScoredPrompt]) -> list[RoundSummary]:
         for item in this_round:
             if item.total > best + IMPROVEMENT:
                 best, best_prompt = item.total, item.prompt
-        summaries.append(RoundSummary(round_index, len(this_round), best,
-                                      statistics.median(item.total for item in this_round), best_prompt))
+        summaries.append(
+            RoundSummary(
+                round_index, len(this_round), best, statistics.median(item.total for item in this_round), best_prompt
+            )
+        )
     return summaries
 
 

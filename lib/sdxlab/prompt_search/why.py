@@ -38,38 +38,64 @@ def variants(pick: ScoredPrompt, start: ScoredPrompt, max_parts: int) -> list[di
     for index, part in enumerate(parts):
         if part.key in own:
             continue
-        found.append({"removed": part.text, "kind": "words",
-                      "prompt": join_parts(parts[:index] + parts[index + 1:]), "recipe": pick.recipe})
+        found.append(
+            {
+                "removed": part.text,
+                "kind": "words",
+                "prompt": join_parts(parts[:index] + parts[index + 1 :]),
+                "recipe": pick.recipe,
+            }
+        )
     if pick.recipe is not None and start.recipe is not None:
         for name in pick.recipe.differences(start.recipe):
             recipe = replace(pick.recipe, **{name: getattr(start.recipe, name)})
-            found.append({"removed": f"{name} {getattr(pick.recipe, name)!r} -> {getattr(start.recipe, name)!r}",
-                          "kind": name, "prompt": pick.prompt, "recipe": recipe})
+            found.append(
+                {
+                    "removed": f"{name} {getattr(pick.recipe, name)!r} -> {getattr(start.recipe, name)!r}",
+                    "kind": name,
+                    "prompt": pick.prompt,
+                    "recipe": recipe,
+                }
+            )
     return found[:max_parts] if max_parts > 0 else []
 
 
-def leave_one_out(evaluator, intent: Intent, pick: ScoredPrompt, start: ScoredPrompt, seeds: Sequence[int], *,
-                  max_parts: int = 6, score_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def leave_one_out(
+    evaluator,
+    intent: Intent,
+    pick: ScoredPrompt,
+    start: ScoredPrompt,
+    seeds: Sequence[int],
+    *,
+    max_parts: int = 6,
+    score_names: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """One row per variant (and a first row for the headline itself) with the mean of every score on `seeds`
     and its change from the headline; renders at most `max_parts` x len(seeds) new pictures (cached)."""
     found = variants(pick, start, max_parts)
     names = [name for name in (score_names or evaluator.score_names)]
     with_recipe = pick.recipe is not None
-    entries = [{"removed": "(nothing: the headline)", "kind": "headline", "prompt": pick.prompt, "recipe": pick.recipe},
-               *found]
+    entries = [
+        {"removed": "(nothing: the headline)", "kind": "headline", "prompt": pick.prompt, "recipe": pick.recipe},
+        *found,
+    ]
     prompts = [entry["prompt"] for entry in entries for _ in seeds]
     pair_seeds = [int(seed) for _ in entries for seed in seeds]
     if with_recipe:
         scores = evaluator.evaluate(intent, prompts, pair_seeds, recipes=[e["recipe"] for e in entries for _ in seeds])
     else:
         scores = evaluator.evaluate(intent, prompts, pair_seeds)
-    means = [mean_scores(scores[i * len(seeds):(i + 1) * len(seeds)], names) for i in range(len(entries))]
+    means = [mean_scores(scores[i * len(seeds) : (i + 1) * len(seeds)], names) for i in range(len(entries))]
     numeric = [name for name in [*names, TOTAL] if name in means[0]]
     rows = []
     for entry, mean in zip(entries, means, strict=True):
-        row: dict[str, Any] = {"intent": intent.text, "removed": entry["removed"], "kind": entry["kind"],
-                               "prompt": entry["prompt"],
-                               **(entry["recipe"].to_dict() if entry["recipe"] is not None else {})}
+        row: dict[str, Any] = {
+            "intent": intent.text,
+            "removed": entry["removed"],
+            "kind": entry["kind"],
+            "prompt": entry["prompt"],
+            **(entry["recipe"].to_dict() if entry["recipe"] is not None else {}),
+        }
         for name in numeric:
             row[name] = mean[name]
         for name in numeric:
@@ -83,8 +109,14 @@ def why_for_search(evaluator, result, heldouts, seeds: Sequence[int], *, max_par
     """The leave-one-part-out rows for every intent's headline (the held-out check's search pick)."""
     rows: list[dict[str, Any]] = []
     for search, check in zip(result.intents, heldouts, strict=True):
-        pick = next((item for item in search.history
-                     if item.prompt == check.search_pick.prompt and item.recipe == check.search_pick.recipe), None)
+        pick = next(
+            (
+                item
+                for item in search.history
+                if item.prompt == check.search_pick.prompt and item.recipe == check.search_pick.recipe
+            ),
+            None,
+        )
         if pick is None or pick.key == search.start.key:
             continue
         rows += leave_one_out(evaluator, search.intent, pick, search.start, seeds, max_parts=max_parts)

@@ -24,8 +24,24 @@ from sdxlab.sample.prompts import fill_subject
 from sdxlab.sample.sampler import SCHEDULERS, GeneratedImage, Sampler, make_scheduler
 
 __all__ = [
-    "CSV_COLUMNS", "SAMPLES_CSV", "SCHEDULERS", "GeneratedImage", "Sampler", "checkpoint_grid", "checkpoint_loras",
-    "fill_subject", "format_parameters", "generate_per_checkpoint",
-    "lora_scale_grid", "make_scheduler", "parse_parameters", "prompt_seed_grid", "read_parameters", "read_samples",
-    "save_grid", "save_samples", "why_no_checkpoint_samples", "write_png",
+    "CSV_COLUMNS",
+    "SAMPLES_CSV",
+    "SCHEDULERS",
+    "GeneratedImage",
+    "Sampler",
+    "checkpoint_grid",
+    "checkpoint_loras",
+    "fill_subject",
+    "format_parameters",
+    "generate_per_checkpoint",
+    "lora_scale_grid",
+    "make_scheduler",
+    "parse_parameters",
+    "prompt_seed_grid",
+    "read_parameters",
+    "read_samples",
+    "save_grid",
+    "save_samples",
+    "why_no_checkpoint_samples",
+    "write_png",
 ]

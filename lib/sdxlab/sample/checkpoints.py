@@ -25,13 +25,21 @@ def unfinished_training_note(layout: RunLayout) -> str | None:
     unfinished = layout.lora.with_name(layout.lora.name + UNFINISHED_SUFFIX)
     if not unfinished.is_dir():
         return None
-    steps = sorted(int(match.group(1)) for folder in (unfinished / "checkpoints").glob("step_*")
-                   if (match := STEP_FOLDER.match(folder.name)) and (folder / COMPLETE_MARKER).is_file())
+    steps = sorted(
+        int(match.group(1))
+        for folder in (unfinished / "checkpoints").glob("step_*")
+        if (match := STEP_FOLDER.match(folder.name)) and (folder / COMPLETE_MARKER).is_file()
+    )
     where = f"its newest checkpoint is step {steps[-1]}" if steps else "it saved no checkpoint yet"
-    sampled = (f"these pictures use the last finished training in {layout.lora}"
-               if (layout.lora / "train_config.json").is_file() else "no training has finished yet")
-    return (f"A newer training stopped before it finished ({unfinished}; {where}): {sampled}; "
-            "run 02_train with train_resume=True to finish it.")
+    sampled = (
+        f"these pictures use the last finished training in {layout.lora}"
+        if (layout.lora / "train_config.json").is_file()
+        else "no training has finished yet"
+    )
+    return (
+        f"A newer training stopped before it finished ({unfinished}; {where}): {sampled}; "
+        "run 02_train with train_resume=True to finish it."
+    )
 
 
 def checkpoint_loras(layout: RunLayout, which: str | Sequence[str] | None = "all") -> list[Path]:
@@ -47,9 +55,13 @@ def checkpoint_loras(layout: RunLayout, which: str | Sequence[str] | None = "all
         return []
     config = json.loads(config_file.read_text())
     lora_name = config.get("lora_name") or Path(config.get("lora_file") or "").stem
-    folders = sorted((int(match.group(1)), folder) for folder in (layout.lora / "checkpoints").glob("step_*")
-                     if (match := STEP_FOLDER.match(folder.name)) and (folder / COMPLETE_MARKER).is_file()
-                     and (folder / f"{lora_name}.safetensors").is_file())
+    folders = sorted(
+        (int(match.group(1)), folder)
+        for folder in (layout.lora / "checkpoints").glob("step_*")
+        if (match := STEP_FOLDER.match(folder.name))
+        and (folder / COMPLETE_MARKER).is_file()
+        and (folder / f"{lora_name}.safetensors").is_file()
+    )
     available = {folder.name: folder / f"{lora_name}.safetensors" for _, folder in folders}
     if which == "all":
         return list(available.values())
@@ -57,8 +69,10 @@ def checkpoint_loras(layout: RunLayout, which: str | Sequence[str] | None = "all
         which = [which]
     missing = [name for name in which if name not in available]
     if missing:
-        raise ValueError(f"No checkpoint {', '.join(missing)} in {layout.lora / 'checkpoints'}; "
-                         f"available: {', '.join(available) or 'none'}.")
+        raise ValueError(
+            f"No checkpoint {', '.join(missing)} in {layout.lora / 'checkpoints'}; "
+            f"available: {', '.join(available) or 'none'}."
+        )
     return [available[name] for name in which]
 
 

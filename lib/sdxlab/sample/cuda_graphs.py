@@ -46,15 +46,34 @@ class GraphedUNet:
     def _eager(self, *args, **kwargs):
         return type(self.unet).forward(self.unet, *args, **kwargs)
 
-    def forward(self, sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=None, return_dict=True, **kwargs):
-        graphable = (not args and sample.is_cuda and torch.is_tensor(timestep) and added_cond_kwargs is not None
-                     and set(added_cond_kwargs) == {"text_embeds", "time_ids"}
-                     and all(value is None for value in kwargs.values()))
+    def forward(
+        self, sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=None, return_dict=True, **kwargs
+    ):
+        graphable = (
+            not args
+            and sample.is_cuda
+            and torch.is_tensor(timestep)
+            and added_cond_kwargs is not None
+            and set(added_cond_kwargs) == {"text_embeds", "time_ids"}
+            and all(value is None for value in kwargs.values())
+        )
         if not graphable:
-            return self._eager(sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=added_cond_kwargs,
-                               return_dict=return_dict, **kwargs)
-        inputs = {"sample": sample, "timestep": timestep.to(sample.device), "encoder_hidden_states": encoder_hidden_states,
-                  "text_embeds": added_cond_kwargs["text_embeds"], "time_ids": added_cond_kwargs["time_ids"]}
+            return self._eager(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                *args,
+                added_cond_kwargs=added_cond_kwargs,
+                return_dict=return_dict,
+                **kwargs,
+            )
+        inputs = {
+            "sample": sample,
+            "timestep": timestep.to(sample.device),
+            "encoder_hidden_states": encoder_hidden_states,
+            "text_embeds": added_cond_kwargs["text_embeds"],
+            "time_ids": added_cond_kwargs["time_ids"],
+        }
         key = tuple((name, tuple(value.shape), value.dtype) for name, value in inputs.items())
         if key not in self.graphs:
             self.graphs[key] = self._capture(inputs)
@@ -70,9 +89,13 @@ class GraphedUNet:
         return (output,)
 
     def _run_static(self, static: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._eager(static["sample"], static["timestep"], static["encoder_hidden_states"],
-                           added_cond_kwargs={"text_embeds": static["text_embeds"], "time_ids": static["time_ids"]},
-                           return_dict=False)[0]
+        return self._eager(
+            static["sample"],
+            static["timestep"],
+            static["encoder_hidden_states"],
+            added_cond_kwargs={"text_embeds": static["text_embeds"], "time_ids": static["time_ids"]},
+            return_dict=False,
+        )[0]
 
     @torch.no_grad()
     def _capture(self, inputs: dict[str, torch.Tensor]):

@@ -100,7 +100,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
     prompt_lines, negative_lines = [], []
     for line in lines:
         if line.strip().startswith(NEGATIVE_PREFIX) or negative_lines:
-            negative_lines.append(line.strip()[len(NEGATIVE_PREFIX):].strip() if not negative_lines else line)
+            negative_lines.append(line.strip()[len(NEGATIVE_PREFIX) :].strip() if not negative_lines else line)
         else:
             prompt_lines.append(line)
     prompt = "\n".join(prompt_lines).strip()
@@ -109,8 +109,21 @@ def parse_parameters(text: str) -> dict[str, Any]:
     if tag and fields.get("Lora"):  # the tag sdxlab appended for other tools; sdxlab's prompt is the text before it
         prompt, lora_name = prompt[: tag.start()], tag.group(1)
     params: dict[str, Any] = {"prompt": prompt, "negative_prompt": "\n".join(negative_lines).strip()}
-    known = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Lora", "Lora scale",
-             "Lora checkpoint", "Batch size", "Batch pos", "Version"}
+    known = {
+        "Steps",
+        "Sampler",
+        "Schedule type",
+        "CFG scale",
+        "Seed",
+        "Size",
+        "Model",
+        "Lora",
+        "Lora scale",
+        "Lora checkpoint",
+        "Batch size",
+        "Batch pos",
+        "Version",
+    }
     if "Steps" in fields:
         params["steps"] = int(fields["Steps"])
     if "CFG scale" in fields:
@@ -129,7 +142,9 @@ def parse_parameters(text: str) -> dict[str, Any]:
     params["lora_name"] = lora_name
     params["lora_hash"] = hashes.get(_hash_label(lora_name)) if lora_name else None
     params["lora_file"] = fields.get("Lora") or ""
-    params["lora_scale"] = float(fields["Lora scale"]) if "Lora scale" in fields else (1.0 if params["lora_file"] else 0.0)
+    params["lora_scale"] = (
+        float(fields["Lora scale"]) if "Lora scale" in fields else (1.0 if params["lora_file"] else 0.0)
+    )
     params["checkpoint"] = fields.get("Lora checkpoint") or ""
     params["batch_size"] = int(fields.get("Batch size", 1))
     params["batch_pos"] = int(fields.get("Batch pos", 0))
@@ -200,8 +215,10 @@ def read_parameters(png_path: str | os.PathLike) -> dict[str, Any]:
     with Image.open(png_path) as image:
         text = (getattr(image, "text", None) or image.info).get(PNG_KEY)
     if text is None:
-        raise ValueError(f"{png_path} has no '{PNG_KEY}' text chunk, so its generation parameters are unknown; "
-                         "it was not written by sdxlab or AUTOMATIC1111 (or an editor stripped the metadata).")
+        raise ValueError(
+            f"{png_path} has no '{PNG_KEY}' text chunk, so its generation parameters are unknown; "
+            "it was not written by sdxlab or AUTOMATIC1111 (or an editor stripped the metadata)."
+        )
     return parse_parameters(text)
 
 

@@ -16,8 +16,21 @@ from sdxlab.sample.sampler import GeneratedImage
 
 SAMPLES_CSV = "samples.csv"
 # docs/ARCHITECTURE.md's columns, in order; `model` (the base model) follows them.
-CSV_COLUMNS = ["file", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "scheduler",
-               "lora_scale", "lora_file", "checkpoint", "model"]
+CSV_COLUMNS = [
+    "file",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "scheduler",
+    "lora_scale",
+    "lora_file",
+    "checkpoint",
+    "model",
+]
 
 
 def save_samples(generated: Sequence[GeneratedImage], folder: str | os.PathLike, name: str = "batch") -> pd.DataFrame:
@@ -29,7 +42,9 @@ def save_samples(generated: Sequence[GeneratedImage], folder: str | os.PathLike,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not name or Path(name).name != name or "_" in name:
-        raise ValueError(f"Sample set name {name!r} must be a plain word without '_' or folders (it prefixes file names).")
+        raise ValueError(
+            f"Sample set name {name!r} must be a plain word without '_' or folders (it prefixes file names)."
+        )
     rows, written = [], set()
     for index, item in enumerate(generated):
         file_name = f"{name}_{index:03d}_seed{item.params['seed']}.png"
@@ -67,12 +82,14 @@ def prompt_seed_grid(generated: Sequence[GeneratedImage], title: str | None = No
 
 def lora_scale_grid(generated: Sequence[GeneratedImage], title: str | None = None):
     """A grid with one column per LoRA scale (left to right: weaker to stronger) and one row per seed."""
-    return _columns_by(generated, lambda params: params["lora_scale"],
-                       lambda params: f"LoRA scale {params['lora_scale']:g}", title)
+    return _columns_by(
+        generated, lambda params: params["lora_scale"], lambda params: f"LoRA scale {params['lora_scale']:g}", title
+    )
 
 
 def checkpoint_grid(generated: Sequence[GeneratedImage], title: str | None = None):
     """A grid with one column per training checkpoint (earliest first, the final LoRA last) and one row per seed."""
+
     def order(params):
         step = re.fullmatch(r"step_(\d+)", params["checkpoint"] or "")
         return int(step.group(1)) if step else float("inf")
@@ -86,7 +103,9 @@ def _columns_by(generated: Sequence[GeneratedImage], order, label, title: str | 
     columns = sorted({order(item.params) for item in generated})
     ordered = sorted(generated, key=lambda item: (item.params["seed"], columns.index(order(item.params))))
     captions = [f"{label(item.params)}\nseed {item.params['seed']}" for item in ordered]
-    return image_grid([item.image for item in ordered], captions, columns=len(columns), title=_title(title, len(columns)))
+    return image_grid(
+        [item.image for item in ordered], captions, columns=len(columns), title=_title(title, len(columns))
+    )
 
 
 def save_grid(figure, folder: str | os.PathLike, name: str) -> Path:
@@ -101,4 +120,6 @@ def _wrapped(text: str, width: int = 34, lines: int = 2) -> str:
 
 def _title(title: str | None, columns: int) -> str | None:
     # about 12 characters of the title font per inch of a 2.2-inch grid cell
-    return textwrap.fill(title, width=max(40, int(columns * 2.2 * 12)), max_lines=3, placeholder=" …") if title else None
+    return (
+        textwrap.fill(title, width=max(40, int(columns * 2.2 * 12)), max_lines=3, placeholder=" …") if title else None
+    )

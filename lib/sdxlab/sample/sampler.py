@@ -68,7 +68,8 @@ def make_scheduler(name: str, config: dict[str, Any]):
         return EulerAncestralDiscreteScheduler.from_config(config)
     if name in ("dpmpp_2m", "dpmpp_2m_karras"):
         return DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=name.endswith("karras"))
+            config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=name.endswith("karras")
+        )
     raise ValueError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
 
 
@@ -123,22 +124,33 @@ class Sampler:
         if model is None:
             model = trained_model or DEFAULT_MODEL
         elif trained_model and _same_model(model, trained_model) is False:
-            notes.append(f"The LoRA was trained on '{trained_model}' but the base model is '{model}'; "
-                         "a LoRA only fits the model it was trained on.")
+            notes.append(
+                f"The LoRA was trained on '{trained_model}' but the base model is '{model}'; "
+                "a LoRA only fits the model it was trained on."
+            )
         lora_path = _lora_path(layout, config, lora_file)
         from sdxlab.sample.checkpoints import unfinished_training_note  # (checkpoints imports this module)
 
         if lora_file is None and (unfinished := unfinished_training_note(layout)):
             notes.append(unfinished)
         pipe = load_pipeline(model, device=device, allow_pickle=allow_pickle)
-        sampler = cls(pipe, subject_token=config.get("subject_token", "sks"), class_word=config.get("class_word", "person"),
-                      model=str(model), fuse_lora=fuse_lora, notes=notes)
+        sampler = cls(
+            pipe,
+            subject_token=config.get("subject_token", "sks"),
+            class_word=config.get("class_word", "person"),
+            model=str(model),
+            fuse_lora=fuse_lora,
+            notes=notes,
+        )
         sampler.run_root = layout.root
         if lora_path is None:
-            reason = ("the train stage has not run for this run yet" if not config
-                      else "train_config.json names no LoRA file")
-            sampler.notes.append(f"No trained LoRA in {layout.lora} ({reason}): sampling the base model '{model}' "
-                                 "without a LoRA, so the pictures do not show the subject.")
+            reason = (
+                "the train stage has not run for this run yet" if not config else "train_config.json names no LoRA file"
+            )
+            sampler.notes.append(
+                f"No trained LoRA in {layout.lora} ({reason}): sampling the base model '{model}' "
+                "without a LoRA, so the pictures do not show the subject."
+            )
             return sampler
         sampler.load_lora(lora_path, allow_pickle=allow_pickle)
         embeddings = config.get("embeddings_file")
@@ -154,22 +166,33 @@ class Sampler:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix in PICKLE_SUFFIXES and not allow_pickle:
-            raise ModelLoadError(f"Refusing to load the LoRA {path}: pickle-based files ({suffix}) can run arbitrary code "
-                                 "when loaded; use its .safetensors version, or pass allow_pickle=True if you trust it.")
+            raise ModelLoadError(
+                f"Refusing to load the LoRA {path}: pickle-based files ({suffix}) can run arbitrary code "
+                "when loaded; use its .safetensors version, or pass allow_pickle=True if you trust it."
+            )
         if suffix != ".safetensors" and suffix not in PICKLE_SUFFIXES:
             raise ModelLoadError(f"LoRA file {path} is not a .safetensors file; pass the LoRA's .safetensors file.")
         if not path.is_file():
-            raise ModelLoadError(f"LoRA file {path} does not exist; check the path (train the LoRA with 02_train first).")
+            raise ModelLoadError(
+                f"LoRA file {path} does not exist; check the path (train the LoRA with 02_train first)."
+            )
         self.unload_lora()
         with _quiet_diffusers():
             try:
                 self.pipe.load_lora_weights(str(path), adapter_name=ADAPTER_NAME)
             except (ValueError, KeyError, RuntimeError) as error:
-                raise ModelLoadError(f"Could not load the LoRA {path} ({type(error).__name__}: {_first_line(error)}); "
-                                     "is it an SDXL LoRA for this base model?") from error
+                raise ModelLoadError(
+                    f"Could not load the LoRA {path} ({type(error).__name__}: {_first_line(error)}); "
+                    "is it an SDXL LoRA for this base model?"
+                ) from error
         shared = a1111_lora_file(path)
-        self.lora = LoraState(path=path, label=self._label(path), checkpoint=_checkpoint_name(path),
-                              a1111_name=shared.stem, a1111_hash=lora_short_hash(shared))
+        self.lora = LoraState(
+            path=path,
+            label=self._label(path),
+            checkpoint=_checkpoint_name(path),
+            a1111_name=shared.stem,
+            a1111_hash=lora_short_hash(shared),
+        )
 
     def unload_lora(self) -> None:
         """Take the LoRA out of the pipeline (the base model stays loaded)."""
@@ -190,8 +213,10 @@ class Sampler:
         """A few lines saying what is loaded (for the notebook)."""
         lora = f"LoRA {self.lora.label} ({self.lora.checkpoint})" if self.lora else "no LoRA"
         tokens = f", subject tokens {''.join(self.tokens)}" if self.tokens else ""
-        lines = [f"Sampler: model '{self.model}', {lora}, subject '{self.subject_token}' ({self.class_word}){tokens}, "
-                 f"native size {self.native_size[0]}x{self.native_size[1]}, {self.pipe.device}, {self.pipe.unet.dtype}."]
+        lines = [
+            f"Sampler: model '{self.model}', {lora}, subject '{self.subject_token}' ({self.class_word}){tokens}, "
+            f"native size {self.native_size[0]}x{self.native_size[1]}, {self.pipe.device}, {self.pipe.unet.dtype}."
+        ]
         return "\n".join(lines + self.notes)
 
     @property
@@ -230,9 +255,19 @@ class Sampler:
         if isinstance(prompts, str) or isinstance(seeds, int):
             raise TypeError("generate takes a list of prompts and a list of seeds (wrap a single one in [ ]).")
         pairs = [(prompt, int(seed)) for prompt in prompts for seed in seeds]
-        return self.generate_pairs(pairs, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
-                                   height=height, lora_scale=lora_scale, scheduler=scheduler, batch_size=batch_size,
-                                   callback=callback, progress=progress)
+        return self.generate_pairs(
+            pairs,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            lora_scale=lora_scale,
+            scheduler=scheduler,
+            batch_size=batch_size,
+            callback=callback,
+            progress=progress,
+        )
 
     def generate_pairs(
         self,
@@ -278,7 +313,9 @@ class Sampler:
             )
             done_steps += len(chunk) * steps
             for position, (image, (prompt, seed)) in enumerate(zip(output.images, chunk, strict=True)):
-                params = self._params(prompt, negative_prompt, seed, steps, guidance, width, height, scheduler, lora_scale)
+                params = self._params(
+                    prompt, negative_prompt, seed, steps, guidance, width, height, scheduler, lora_scale
+                )
                 params.update(batch_size=len(chunk), batch_pos=position)
                 results.append(GeneratedImage(image=image, params=params))
             bar.update(len(chunk))
@@ -294,33 +331,60 @@ class Sampler:
         """
         mine = self.lora.label if self.lora else ""
         if (params.get("lora_file") or "") != mine:
-            raise ValueError(f"This image was made with LoRA '{params.get('lora_file') or 'none'}' but the sampler holds "
-                             f"'{mine or 'none'}'; load that LoRA first (Sampler.load_lora).")
+            raise ValueError(
+                f"This image was made with LoRA '{params.get('lora_file') or 'none'}' but the sampler holds "
+                f"'{mine or 'none'}'; load that LoRA first (Sampler.load_lora)."
+            )
         if params.get("scheduler") is None:
-            raise ValueError(f"The image's sampler {params.get('sampler')!r} is not one sdxlab can reproduce "
-                             f"({', '.join(SCHEDULERS)}).")
+            raise ValueError(
+                f"The image's sampler {params.get('sampler')!r} is not one sdxlab can reproduce "
+                f"({', '.join(SCHEDULERS)})."
+            )
         batch_size, position = int(params.get("batch_size") or 1), int(params.get("batch_pos") or 0)
         pairs = [(params["prompt"], int(params["seed"]))] * batch_size  # same-size batch: same rounding
-        return self.generate_pairs(pairs, negative_prompt=params.get("negative_prompt", ""), steps=int(params["steps"]),
-                                   guidance=float(params["guidance"]), width=int(params["width"]),
-                                   height=int(params["height"]), lora_scale=float(params.get("lora_scale", 0.0)),
-                                   scheduler=params["scheduler"], batch_size=batch_size, progress=False)[position]
+        return self.generate_pairs(
+            pairs,
+            negative_prompt=params.get("negative_prompt", ""),
+            steps=int(params["steps"]),
+            guidance=float(params["guidance"]),
+            width=int(params["width"]),
+            height=int(params["height"]),
+            lora_scale=float(params.get("lora_scale", 0.0)),
+            scheduler=params["scheduler"],
+            batch_size=batch_size,
+            progress=False,
+        )[position]
 
-    def _params(self, prompt, negative_prompt, seed, steps, guidance, width, height, scheduler, lora_scale) -> dict[str, Any]:
-        return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, "steps": steps,
-                "guidance": float(guidance), "width": width, "height": height, "scheduler": scheduler,
-                "lora_scale": lora_scale, "lora_file": self.lora.label if self.lora else "",
-                "checkpoint": self.lora.checkpoint if self.lora else "", "model": self.model,
-                # for AUTOMATIC1111 and ComfyUI (see sdxlab.sample.infotext)
-                "lora_name": self.lora.a1111_name if self.lora else None,
-                "lora_hash": self.lora.a1111_hash if self.lora else None, "model_hash": self.model_hash}
+    def _params(
+        self, prompt, negative_prompt, seed, steps, guidance, width, height, scheduler, lora_scale
+    ) -> dict[str, Any]:
+        return {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "seed": seed,
+            "steps": steps,
+            "guidance": float(guidance),
+            "width": width,
+            "height": height,
+            "scheduler": scheduler,
+            "lora_scale": lora_scale,
+            "lora_file": self.lora.label if self.lora else "",
+            "checkpoint": self.lora.checkpoint if self.lora else "",
+            "model": self.model,
+            # for AUTOMATIC1111 and ComfyUI (see sdxlab.sample.infotext)
+            "lora_name": self.lora.a1111_name if self.lora else None,
+            "lora_hash": self.lora.a1111_hash if self.lora else None,
+            "model_hash": self.model_hash,
+        }
 
     @property
     def model_hash(self) -> str | None:
         """A1111's short hash of the base model when it is one checkpoint file (computed once), else None."""
         if not hasattr(self, "_model_hash"):
             path = Path(resolve_model(self.model)).expanduser() if self.model else None
-            single_file = path is not None and path.is_file() and path.suffix.lower() in {".safetensors", *PICKLE_SUFFIXES}
+            single_file = (
+                path is not None and path.is_file() and path.suffix.lower() in {".safetensors", *PICKLE_SUFFIXES}
+            )
             self._model_hash = model_short_hash(path) if single_file else None
         return self._model_hash
 
@@ -328,7 +392,9 @@ class Sampler:
         native_width, native_height = self.native_size
         width, height = int(width or native_width), int(height or native_height)
         if width % 8 or height % 8 or width < 8 or height < 8:
-            raise ValueError(f"Image size {width}x{height} must be positive multiples of 8 (the VAE works in 8-pixel cells).")
+            raise ValueError(
+                f"Image size {width}x{height} must be positive multiples of 8 (the VAE works in 8-pixel cells)."
+            )
         return width, height
 
     def _use_scheduler(self, name: str) -> None:
@@ -417,8 +483,7 @@ class Sampler:
         from sdxlab.sample.cuda_graphs import GraphedUNet
 
         if self.pipe.device.type != "cuda":
-            raise RuntimeError("CUDA graphs need the pipeline on a CUDA GPU; this one is on "
-                               f"{self.pipe.device}.")
+            raise RuntimeError(f"CUDA graphs need the pipeline on a CUDA GPU; this one is on {self.pipe.device}.")
         if self._graphed_unet is None:
             self._graphed_unet = GraphedUNet(self.pipe.unet)
         self._graphed_unet.install()
@@ -509,8 +574,9 @@ def _checkpoint_name(path: Path) -> str:
 
 def _same_model(first: str, second: str) -> bool:
     try:
-        return Path(resolve_model(first)).expanduser().resolve() == Path(resolve_model(second)).expanduser().resolve() \
-            or str(first) == str(second)
+        return Path(resolve_model(first)).expanduser().resolve() == Path(
+            resolve_model(second)
+        ).expanduser().resolve() or str(first) == str(second)
     except Exception:  # an unbuildable name: compare as written
         return str(first) == str(second)
 

@@ -25,30 +25,50 @@ class SampleSettings(Settings):
     prefix = "sample_"
     title = "sample"
 
-    prompts: list[str] = setting(["a photo of {subject}", "a portrait of {subject} as an astronaut, cinematic light"],
-                                 "one grid row each; {subject} becomes token + class word", check=_not_empty)
+    prompts: list[str] = setting(
+        ["a photo of {subject}", "a portrait of {subject} as an astronaut, cinematic light"],
+        "one grid row each; {subject} becomes token + class word",
+        check=_not_empty,
+    )
     negative_prompt: str = like(GenerationSettings, "negative_prompt", default="blurry, low quality, deformed")
-    seeds: list[int] = setting([1, 2], "one image per prompt and seed; the same seed always gives the same picture",
-                               check=_seeds)
-    steps: int = like(GenerationSettings, "steps", default=8,
-                      help="denoising steps per image (30 for SDXL; the demo uses few to stay fast)")
+    seeds: list[int] = setting(
+        [1, 2], "one image per prompt and seed; the same seed always gives the same picture", check=_seeds
+    )
+    steps: int = like(
+        GenerationSettings,
+        "steps",
+        default=8,
+        help="denoising steps per image (30 for SDXL; the demo uses few to stay fast)",
+    )
     guidance: float = like(GenerationSettings, "guidance")
     scheduler: str = like(GenerationSettings, "scheduler")
-    lora_scale: float = like(GenerationSettings, "lora_scale", help="LoRA strength for the batch: 0 gives the base "
-                                                                    "model, 1 the LoRA as trained")
-    lora_scales: list[float] = setting([0.0, 0.4, 0.7, 1.0], "strengths of the LoRA-scale sweep (first prompt, every "
-                                                             "seed)")
+    lora_scale: float = like(
+        GenerationSettings,
+        "lora_scale",
+        help="LoRA strength for the batch: 0 gives the base model, 1 the LoRA as trained",
+    )
+    lora_scales: list[float] = setting(
+        [0.0, 0.4, 0.7, 1.0], "strengths of the LoRA-scale sweep (first prompt, every seed)"
+    )
     batch_size: int = like(GenerationSettings, "batch_size", default=4)
     checkpoints: Literal["all"] | list[str] = setting(
-        "all", "training checkpoints to compare with the first prompt: \"all\", a list like [\"step_000100\"], or [] "
-               "for none")
-    lora_file: str | None = setting(None, "None: the run's LoRA from lora/train_config.json; or any SDXL LoRA "
-                                          ".safetensors (e.g. the _kohya file)")
-    show_playground: bool = setting(True, "build the interactive prompt playground at the end (it needs JupyterLab; "
-                                          "papermill gets a note)")
+        "all",
+        'training checkpoints to compare with the first prompt: "all", a list like ["step_000100"], or [] for none',
+    )
+    lora_file: str | None = setting(
+        None, "None: the run's LoRA from lora/train_config.json; or any SDXL LoRA .safetensors (e.g. the _kohya file)"
+    )
+    show_playground: bool = setting(
+        True, "build the interactive prompt playground at the end (it needs JupyterLab; papermill gets a note)"
+    )
 
     @property
     def generation(self) -> GenerationSettings:
-        return GenerationSettings(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
-                                  negative_prompt=self.negative_prompt, lora_scale=self.lora_scale,
-                                  batch_size=self.batch_size)
+        return GenerationSettings(
+            steps=self.steps,
+            guidance=self.guidance,
+            scheduler=self.scheduler,
+            negative_prompt=self.negative_prompt,
+            lora_scale=self.lora_scale,
+            batch_size=self.batch_size,
+        )

@@ -19,5 +19,13 @@ from sdxlab.settings.base import Parameter, Settings, SettingsError, internal, l
 from sdxlab.settings.common import CommonSettings
 from sdxlab.settings.generation import GenerationSettings
 
-__all__ = ["CommonSettings", "GenerationSettings", "Parameter", "Settings", "SettingsError", "internal", "like",
-           "setting"]
+__all__ = [
+    "CommonSettings",
+    "GenerationSettings",
+    "Parameter",
+    "Settings",
+    "SettingsError",
+    "internal",
+    "like",
+    "setting",
+]

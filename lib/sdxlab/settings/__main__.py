@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_cells(folder)
         if stale:
-            print(f"sdxlab.settings: the parameters cells of {', '.join(stale)} differ from the declarations; "
-                  "run `python -m sdxlab.settings --write`", file=sys.stderr)
+            print(
+                f"sdxlab.settings: the parameters cells of {', '.join(stale)} differ from the declarations; "
+                "run `python -m sdxlab.settings --write`",
+                file=sys.stderr,
+            )
             return 1
         print("every parameters cell is current")
         return 0

@@ -49,9 +49,17 @@ def setting(
     the stage's prefix plus the field's name; `secret` keeps a refused value out of the message (a key pasted
     into the wrong parameter must not land in a log).
     """
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "minimum": minimum,
-                "maximum": maximum, "below": below, "above": above, "check": check, "parameter": parameter,
-                "secret": secret}
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "minimum": minimum,
+        "maximum": maximum,
+        "below": below,
+        "above": above,
+        "check": check,
+        "parameter": parameter,
+        "secret": secret,
+    }
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -165,13 +173,21 @@ class Settings:
             CommonSettings.check_namespace(namespace)
         by_name = {parameter.name: parameter for parameter in _declared(cls)}
         if cls.prefix:
-            unknown = sorted(key for key, value in namespace.items() if key.startswith(cls.prefix)
-                             and key not in by_name and not key.startswith("_") and not callable(value)
-                             and not isinstance(value, types.ModuleType))
+            unknown = sorted(
+                key
+                for key, value in namespace.items()
+                if key.startswith(cls.prefix)
+                and key not in by_name
+                and not key.startswith("_")
+                and not callable(value)
+                and not isinstance(value, types.ModuleType)
+            )
             if unknown:
                 title = f"{cls.title} " if cls.title else ""
-                raise cls.error(f"Unknown {title}parameter {', '.join(unknown)}; valid ones: "
-                                f"{', '.join(sorted(n for n in by_name if n.startswith(cls.prefix)))}.")
+                raise cls.error(
+                    f"Unknown {title}parameter {', '.join(unknown)}; valid ones: "
+                    f"{', '.join(sorted(n for n in by_name if n.startswith(cls.prefix)))}."
+                )
         values = {parameter.field_name: namespace[name] for name, parameter in by_name.items() if name in namespace}
         values.update(overrides)
         return cls(**values)
@@ -281,13 +297,20 @@ def _describe_one(option: Any) -> str:
     if origin is dict:
         key_type, value_type = typing.get_args(option) or (Any, Any)
         return f"a mapping of {_plural(key_type)} to {_plural(value_type)}"
-    return {bool: "True or False", int: "a whole number", float: "a number", str: "text", Path: "a path",
-            Any: "any value"}[option]
+    return {
+        bool: "True or False",
+        int: "a whole number",
+        float: "a number",
+        str: "text",
+        Path: "a path",
+        Any: "any value",
+    }[option]
 
 
 def _plural(option: Any) -> str:
     return {int: "whole numbers", float: "numbers", str: "texts", bool: "True/False values"}.get(
-        option, _describe_one(option))
+        option, _describe_one(option)
+    )
 
 
 def _bounds(metadata: Mapping[str, Any]) -> str:
@@ -330,7 +353,11 @@ def _range_problem(value: Any, metadata: Mapping[str, Any]) -> str | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
     low, high, above, below = (metadata.get(key) for key in ("minimum", "maximum", "above", "below"))
-    if (low is not None and value < low) or (high is not None and value > high) or (
-            above is not None and value <= above) or (below is not None and value >= below):
+    if (
+        (low is not None and value < low)
+        or (high is not None and value > high)
+        or (above is not None and value <= above)
+        or (below is not None and value >= below)
+    ):
         return "in range"
     return None

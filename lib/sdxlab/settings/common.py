@@ -19,15 +19,17 @@ def _run_name(value: str) -> str | None:
 def _resolution(value: int) -> str | None:
     if value % 8:
         low = max(8, value // 8 * 8)
-        return (f"a multiple of 8 (the VAE works on 8×8 pixel blocks), e.g. {low} or {low + 8}; "
-                f"{value} is not divisible by 8")
+        return (
+            f"a multiple of 8 (the VAE works on 8×8 pixel blocks), e.g. {low} or {low + 8}; "
+            f"{value} is not divisible by 8"
+        )
     return None
 
 
 def _device(value: str) -> str | None:
     if value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:"):
         return None
-    return "\"auto\", \"cuda\" (or \"cuda:1\"...), \"mps\" or \"cpu\""
+    return '"auto", "cuda" (or "cuda:1"...), "mps" or "cpu"'
 
 
 def _word(value: str) -> str | None:
@@ -38,14 +40,20 @@ def _word(value: str) -> str | None:
 class CommonSettings(Settings):
     """What every stage shares: which run, which model, which resolution, who the subject is."""
 
-    run: str = setting("demo", "run folder name under outputs/ (the runner passes the run it is executing)",
-                       check=_run_name)
+    run: str = setting(
+        "demo", "run folder name under outputs/ (the runner passes the run it is executing)", check=_run_name
+    )
     outputs_dir: str | None = setting(None, "None: $SDXLAB_OUTPUTS if set, else <project>/outputs")
-    model: str = setting(TINY_MODEL, "\"tiny\" (offline random weights: numbers prove plumbing, not quality), a hub "
-                                     "id, a diffusers folder or a .safetensors file", check=_word)
-    resolution: int = setting(128, "training and sampling resolution in pixels; 1024 for SDXL", minimum=8,
-                              check=_resolution)
+    model: str = setting(
+        TINY_MODEL,
+        '"tiny" (offline random weights: numbers prove plumbing, not quality), a hub '
+        "id, a diffusers folder or a .safetensors file",
+        check=_word,
+    )
+    resolution: int = setting(
+        128, "training and sampling resolution in pixels; 1024 for SDXL", minimum=8, check=_resolution
+    )
     subject_token: str = setting("sks", "the rare token that stands for you in prompts", check=_word)
     class_word: str = setting("person", "what you are, for captions and prior preservation")
-    device: str = setting("auto", "\"auto\", \"cuda\", \"mps\" or \"cpu\"", check=_device)
+    device: str = setting("auto", '"auto", "cuda", "mps" or "cpu"', check=_device)
     seed: int = setting(0, "global seed, for reproducible runs", minimum=0)

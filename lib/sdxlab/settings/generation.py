@@ -22,14 +22,17 @@ class GenerationSettings(Settings):
     """The knobs of one text-to-image call, apart from prompt, seed and size."""
 
     steps: int = setting(30, "denoising steps per image (30 for SDXL)", minimum=1)
-    guidance: float = setting(5.0, "classifier-free guidance: how strictly images follow the prompt (5-7 for SDXL)",
-                              minimum=0)
-    scheduler: str = setting("euler", "\"euler\", \"euler_a\", \"dpmpp_2m\" or \"dpmpp_2m_karras\" (DPM++ 2M Karras)",
-                             choices=SCHEDULER_NAMES)
-    negative_prompt: str = setting("", "what to steer away from, for every image (\"\" for none)")
+    guidance: float = setting(
+        5.0, "classifier-free guidance: how strictly images follow the prompt (5-7 for SDXL)", minimum=0
+    )
+    scheduler: str = setting(
+        "euler", '"euler", "euler_a", "dpmpp_2m" or "dpmpp_2m_karras" (DPM++ 2M Karras)', choices=SCHEDULER_NAMES
+    )
+    negative_prompt: str = setting("", 'what to steer away from, for every image ("" for none)')
     lora_scale: float = setting(1.0, "LoRA strength: 0 gives the base model, 1 the LoRA as trained")
-    batch_size: int = setting(1, "images per UNet call; lower it if the GPU runs out of memory (pictures do not "
-                                 "depend on it)", minimum=1)
+    batch_size: int = setting(
+        1, "images per UNet call; lower it if the GPU runs out of memory (pictures do not depend on it)", minimum=1
+    )
 
     def kwargs(self) -> dict:
         """As keyword arguments of `Sampler.generate`."""

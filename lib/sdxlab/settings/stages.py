@@ -45,8 +45,10 @@ def all_parameters() -> dict[str, Parameter]:
         for parameter in stage_parameters(stage):
             seen = found.setdefault(parameter.name, parameter)
             if (seen.default, seen.help) != (parameter.default, parameter.help):
-                raise AssertionError(f"{parameter.name} is declared twice with different defaults or help "
-                                     f"({seen.owner.__name__} and {parameter.owner.__name__}); declare it once")
+                raise AssertionError(
+                    f"{parameter.name} is declared twice with different defaults or help "
+                    f"({seen.owner.__name__} and {parameter.owner.__name__}); declare it once"
+                )
     return found
 
 
@@ -81,12 +83,15 @@ def literal(value: Any) -> str:
 
 def parameters_cell(stage: str) -> str:
     """The source of a notebook's parameters cell, from the declarations."""
-    lines = [f"{parameter.name} = {literal(parameter.default)}  # {parameter.help}"
-             for parameter in CommonSettings.declared()]
+    lines = [
+        f"{parameter.name} = {literal(parameter.default)}  # {parameter.help}"
+        for parameter in CommonSettings.declared()
+    ]
     cls = settings_class(stage)
     lines.append(f"# --- {cls.title or stage[3:]}")
-    lines += [f"{parameter.name} = {literal(parameter.default)}  # {parameter.help}"
-              for parameter in cls.stage_parameters()]
+    lines += [
+        f"{parameter.name} = {literal(parameter.default)}  # {parameter.help}" for parameter in cls.stage_parameters()
+    ]
     return "\n".join(lines)
 
 

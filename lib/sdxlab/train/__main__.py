@@ -22,13 +22,22 @@ from sdxlab.train.config import COMMON_PARAMETERS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdxlab.train", description="sdxlab: train a DreamBooth LoRA",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=help_text(["02_train"]))
+    parser = argparse.ArgumentParser(
+        prog="python -m sdxlab.train",
+        description="sdxlab: train a DreamBooth LoRA",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=help_text(["02_train"]),
+    )
     parser.add_argument("--profile", default="demo", help="parameter profile from env/profiles/ (default: demo)")
     parser.add_argument("--run", help="run folder under outputs/ whose dataset/ to train on (or -p run=NAME)")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter (value read as YAML); repeatable")
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter (value read as YAML); repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         values = {**load_profile(args.profile), **dict(parse_override(item) for item in args.param)}

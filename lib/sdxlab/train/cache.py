@@ -50,8 +50,9 @@ class Captions:
 
     def encode_all(self, pipe, device: torch.device) -> None:
         """Run both text encoders over every caption once (no gradients) and keep the result."""
-        prompt_embeds, pooled = encode_prompts([pipe.tokenizer, pipe.tokenizer_2],
-                                               [pipe.text_encoder, pipe.text_encoder_2], self.texts)
+        prompt_embeds, pooled = encode_prompts(
+            [pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2], self.texts
+        )
         self.prompt_embeds, self.pooled = prompt_embeds.float().to(device), pooled.float().to(device)
 
 
@@ -83,7 +84,9 @@ def build_views(
     progress: bool = True,
 ) -> Views:
     """Encode every example (and its mirror image when `flip`) once; `caption_ids[i]` is example i's caption."""
-    described = [(index, mirrored) for mirrored in ((False, True) if flip else (False,)) for index in range(len(examples))]
+    described = [
+        (index, mirrored) for mirrored in ((False, True) if flip else (False,)) for index in range(len(examples))
+    ]
     pixels, masks = [], []
     for index, mirrored in tqdm(described, desc="loading images", disable=not progress, leave=False):
         image = load_pixels(examples[index].image)
@@ -93,11 +96,15 @@ def build_views(
     latents = encode_latents(vae, torch.stack(pixels)).to(device)
     # each latent covers 8×8 pixels: its loss weight is their average
     loss_weights = F.interpolate(torch.stack(masks), size=latents.shape[-2:], mode="area").to(device)
-    time_ids = torch.tensor([micro_conditioning(examples[index], resolution, mirrored) for index, mirrored in described],
-                            dtype=torch.float32, device=device)
+    time_ids = torch.tensor(
+        [micro_conditioning(examples[index], resolution, mirrored) for index, mirrored in described],
+        dtype=torch.float32,
+        device=device,
+    )
     view_captions = torch.tensor([caption_ids[index] for index, _ in described], device=device)
-    return Views(latents=latents, loss_weights=loss_weights, time_ids=time_ids, caption_ids=view_captions,
-                 described=described)
+    return Views(
+        latents=latents, loss_weights=loss_weights, time_ids=time_ids, caption_ids=view_captions, described=described
+    )
 
 
 def view_indices(seed: int, view_count: int, start: int, count: int) -> list[int]:
@@ -148,18 +155,49 @@ class Batches:
             caption_ids = torch.cat([caption_ids, class_views.caption_ids[extra]])
             is_prior = torch.cat([is_prior, torch.ones(len(class_indices), dtype=torch.bool, device=device)])
         prompt_embeds, pooled = self.text(caption_ids)
-        return Batch(latents=latents, prompt_embeds=prompt_embeds, pooled=pooled, time_ids=time_ids,
-                     loss_weights=weights if self.masked else None, is_prior=is_prior)
+        return Batch(
+            latents=latents,
+            prompt_embeds=prompt_embeds,
+            pooled=pooled,
+            time_ids=time_ids,
+            loss_weights=weights if self.masked else None,
+            is_prior=is_prior,
+        )
 
 
-def build_caches(pipe, examples: list[Example], caption_texts: list[str], class_examples: list[Example], resolution: int,
-                 flip: bool, masked: bool, device: torch.device, progress: bool = True) -> tuple[Captions, Views, Views | None]:
+def build_caches(
+    pipe,
+    examples: list[Example],
+    caption_texts: list[str],
+    class_examples: list[Example],
+    resolution: int,
+    flip: bool,
+    masked: bool,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[Captions, Views, Views | None]:
     """Every caption tokenised once; the subject's views (mirrored too when `flip`) and the class images' views."""
     captions = Captions.tokenized(pipe, sorted(set(caption_texts) | {e.caption for e in class_examples}))
-    views = build_views(examples, [captions.texts.index(c) for c in caption_texts], pipe.vae, resolution, flip, masked,
-                        device, progress=progress)
+    views = build_views(
+        examples,
+        [captions.texts.index(c) for c in caption_texts],
+        pipe.vae,
+        resolution,
+        flip,
+        masked,
+        device,
+        progress=progress,
+    )
     class_views = None
     if class_examples:
-        class_views = build_views(class_examples, [captions.texts.index(e.caption) for e in class_examples], pipe.vae,
-                                  resolution, False, False, device, progress=progress)
+        class_views = build_views(
+            class_examples,
+            [captions.texts.index(e.caption) for e in class_examples],
+            pipe.vae,
+            resolution,
+            False,
+            False,
+            device,
+            progress=progress,
+        )
     return captions, views, class_views

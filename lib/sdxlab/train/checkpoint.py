@@ -63,11 +63,15 @@ def check_resumable(folder: Path, config: TrainConfig, dataset_hash: str) -> dic
     if changed:
         first = changed[0]
         more = f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if len(changed) > 1 else ""
-        raise TrainError(f"Cannot resume from {folder}: {first} was {saved.get(first)!r} and is now "
-                         f"{current.get(first)!r}{more}; use the same values, or set train_resume=False to start over.")
+        raise TrainError(
+            f"Cannot resume from {folder}: {first} was {saved.get(first)!r} and is now "
+            f"{current.get(first)!r}{more}; use the same values, or set train_resume=False to start over."
+        )
     if info["dataset_hash"] != dataset_hash:
-        raise TrainError(f"Cannot resume from {folder}: the dataset changed since that checkpoint; "
-                         "set train_resume=False to start over on the new dataset.")
+        raise TrainError(
+            f"Cannot resume from {folder}: the dataset changed since that checkpoint; "
+            "set train_resume=False to start over on the new dataset."
+        )
     return info
 
 
@@ -131,8 +135,10 @@ def load_checkpoint(folder: Path, process: int = 0) -> tuple[dict[str, torch.Ten
     """(adapters, training_state, rng_states) of a checkpoint folder; DamagedCheckpoint names an unreadable file."""
     rng_file = folder / f"rng_{process}.pt"
     if not rng_file.is_file():
-        raise TrainError(f"{folder} was written by fewer processes than this run has; resume with the same "
-                         "number of GPUs, or set train_resume=False to start over.")
+        raise TrainError(
+            f"{folder} was written by fewer processes than this run has; resume with the same "
+            "number of GPUs, or set train_resume=False to start over."
+        )
     adapters = _read(folder / ADAPTERS_FILE, lambda path: load_file(str(path)))
     training_state = _read(folder / STATE_FILE, lambda path: torch.load(path, map_location="cpu", weights_only=True))
     rng_states = _read(rng_file, lambda path: torch.load(path, map_location="cpu", weights_only=True))
@@ -154,8 +160,13 @@ class ResumePoint:
         return int(self.info["step"])
 
 
-def find_resume_point(checkpoint_dirs: Sequence[Path], config: TrainConfig, dataset_hash: str,
-                      process: int = 0, say: Callable[[str], None] = print) -> ResumePoint | None:
+def find_resume_point(
+    checkpoint_dirs: Sequence[Path],
+    config: TrainConfig,
+    dataset_hash: str,
+    process: int = 0,
+    say: Callable[[str], None] = print,
+) -> ResumePoint | None:
     """The newest intact checkpoint of the first of `checkpoint_dirs` that has one, or None if none has any.
 
     A damaged checkpoint is named in one sentence (through `say`) and skipped for the next older one; if every
@@ -190,7 +201,9 @@ def split_adapters(adapters: dict[str, torch.Tensor]) -> dict[str, dict[str, tor
 
 
 def join_adapters(parts: dict[str, dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
-    return {f"{part}/{name}": value.contiguous() for part, state in parts.items() if state for name, value in state.items()}
+    return {
+        f"{part}/{name}": value.contiguous() for part, state in parts.items() if state for name, value in state.items()
+    }
 
 
 # --- random-number generator states -------------------------------------------------------------------
@@ -214,16 +227,20 @@ def restore_rng(states: dict[str, Any], noise_generator: torch.Generator) -> Non
 # --- what the training loop calls -----------------------------------------------------------------------
 
 
-def resume_point_for(config: TrainConfig, work_dir: Path, dataset_hash: str, process: int,
-                     say: Callable[[str], None]) -> ResumePoint | None:
+def resume_point_for(
+    config: TrainConfig, work_dir: Path, dataset_hash: str, process: int, say: Callable[[str], None]
+) -> ResumePoint | None:
     """The checkpoint to resume from (the unfinished training's, else the finished one's), or None to start fresh."""
     if not config.resume:
         return None
-    resume = find_resume_point([work_dir / "checkpoints", config.output_dir / "checkpoints"], config, dataset_hash,
-                               process, say=say)
+    resume = find_resume_point(
+        [work_dir / "checkpoints", config.output_dir / "checkpoints"], config, dataset_hash, process, say=say
+    )
     if resume is None:
-        say(f"train_resume=True but neither {work_dir} nor {config.output_dir} holds a checkpoint yet: "
-            "starting from step 0.")
+        say(
+            f"train_resume=True but neither {work_dir} nor {config.output_dir} holds a checkpoint yet: "
+            "starting from step 0."
+        )
     return resume
 
 
@@ -238,10 +255,15 @@ def restore_training_state(resume: ResumePoint, optimizer, schedule, scaler, noi
 
 def nonfinite_message(what: str, step: int, checkpoints_dir: Path) -> str:
     found = list_checkpoints(checkpoints_dir)
-    kept = (f"the last good checkpoint is {found[-1][1]} (train_resume=True continues from it)" if found
-            else "no checkpoint was written yet")
-    return (f"Training stopped at step {step} with {what}; {kept}; try a lower train_learning_rate, "
-            "train_precision=\"fp32\", or a smaller train_noise_offset.")
+    kept = (
+        f"the last good checkpoint is {found[-1][1]} (train_resume=True continues from it)"
+        if found
+        else "no checkpoint was written yet"
+    )
+    return (
+        f"Training stopped at step {step} with {what}; {kept}; try a lower train_learning_rate, "
+        'train_precision="fp32", or a smaller train_noise_offset.'
+    )
 
 
 @dataclass
@@ -260,8 +282,9 @@ class Checkpointer:
     keep: int
     after: Callable[[list[dict[str, float]]], Any]  # then, on the main process: the loss files from the history
 
-    def save(self, step: int, rng_states: dict[str, Any], train_seconds: float,
-             history: list[dict[str, float]]) -> Path | None:
+    def save(
+        self, step: int, rng_states: dict[str, Any], train_seconds: float, history: list[dict[str, float]]
+    ) -> Path | None:
         """The checkpoint of `step` (the folder on the main process, None on the others)."""
         if not all(torch.isfinite(p).all() for p in self.trainable):  # never let a bad step overwrite a good checkpoint
             raise TrainError(nonfinite_message("NaN or inf in the LoRA weights", step, self.checkpoints_dir))
@@ -273,8 +296,12 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
         folder = None
         if main:
-            state = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                     "scaler": self.scaler.state_dict(), "train_seconds": train_seconds}
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "train_seconds": train_seconds,
+            }
             info = {**self.info, "loss": history[-1]["loss"] if history else None}
             folder = finish_checkpoint(staging, step, self.adapters(), state, info, self.export, self.keep)
             self.after(history)

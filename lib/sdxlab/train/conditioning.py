@@ -20,8 +20,9 @@ from sdxlab.train.data import Example
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
     """Token ids [N, 77], padded and truncated as the SDXL pipeline does."""
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 def encode_tokens(text_encoders, token_ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

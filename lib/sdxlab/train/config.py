@@ -33,11 +33,25 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 COMMON_PARAMETERS = ("model", "resolution", "subject_token", "class_word", "device", "seed", "lora_name")
 
 # Parameters that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset({
-    "resume", "checkpoint_every", "keep_checkpoints", "validation_prompts", "validation_seeds",
-    "validation_steps", "validation_guidance", "gpu_price_per_hour", "progress", "dataset_dir", "output_dir",
-    "device", "allow_pickle", "cache_dir", "cuda_graph",
-})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "resume",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "validation_prompts",
+        "validation_seeds",
+        "validation_steps",
+        "validation_guidance",
+        "gpu_price_per_hour",
+        "progress",
+        "dataset_dir",
+        "output_dir",
+        "device",
+        "allow_pickle",
+        "cache_dir",
+        "cuda_graph",
+    }
+)
 
 
 class TrainError(SettingsError):
@@ -46,16 +60,18 @@ class TrainError(SettingsError):
 
 def _lora_name(value: str) -> str | None:
     if not value or any(c in value for c in "/\\:") or value.startswith("."):
-        return "a plain file name without folders or suffix, e.g. \"sdxlab_lora\""
+        return 'a plain file name without folders or suffix, e.g. "sdxlab_lora"'
     return None
 
 
 def _lora_targets(value: str | list[str]) -> str | None:
     if isinstance(value, str) and value not in LORA_TARGET_PRESETS:
-        return (f"a preset ({', '.join(LORA_TARGET_PRESETS)}) or a list of module names such as ['to_q', 'to_v']; "
-                f"{value!r} is not a preset")
+        return (
+            f"a preset ({', '.join(LORA_TARGET_PRESETS)}) or a list of module names such as ['to_q', 'to_v']; "
+            f"{value!r} is not a preset"
+        )
     if not isinstance(value, str) and not value:
-        return "a preset such as \"attention\" or a list naming at least one module; an empty list trains nothing"
+        return 'a preset such as "attention" or a list naming at least one module; an empty list trains nothing'
     return None
 
 
@@ -81,19 +97,31 @@ class TrainConfig(Settings):
     class_word: str = like(CommonSettings, "class_word")
     device: str = like(CommonSettings, "device")
     seed: int = like(CommonSettings, "seed")
-    lora_name: str = setting("sdxlab_lora", "file name of the LoRA in outputs/<run>/lora/ (no folders, no suffix)",
-                             check=_lora_name, parameter="lora_name")
+    lora_name: str = setting(
+        "sdxlab_lora",
+        "file name of the LoRA in outputs/<run>/lora/ (no folders, no suffix)",
+        check=_lora_name,
+        parameter="lora_name",
+    )
     # length and batch
     steps: int = setting(60, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
     batch_size: int | Literal["auto"] = setting(
-        "auto", "images per step and GPU; \"auto\": the largest that fits free GPU memory (2 on a CPU)", minimum=1)
-    gradient_accumulation: int = setting(1, "micro-batches per optimizer step (a bigger batch without more memory)",
-                                         minimum=1)
+        "auto", 'images per step and GPU; "auto": the largest that fits free GPU memory (2 on a CPU)', minimum=1
+    )
+    gradient_accumulation: int = setting(
+        1, "micro-batches per optimizer step (a bigger batch without more memory)", minimum=1
+    )
     # optimisation
-    optimizer: str = setting("adamw", "\"adamw\" (fused on CUDA), \"adamw8bit\" (needs bitsandbytes), \"prodigy\" "
-                                      "(needs prodigyopt)", choices=OPTIMIZERS)
-    learning_rate: float = setting(1e-3, "LoRA learning rate: 1e-4 for SDXL (1e-3 lets the tiny demo model visibly "
-                                         "learn); 1.0 with prodigy", minimum=0)
+    optimizer: str = setting(
+        "adamw",
+        '"adamw" (fused on CUDA), "adamw8bit" (needs bitsandbytes), "prodigy" (needs prodigyopt)',
+        choices=OPTIMIZERS,
+    )
+    learning_rate: float = setting(
+        1e-3,
+        "LoRA learning rate: 1e-4 for SDXL (1e-3 lets the tiny demo model visibly learn); 1.0 with prodigy",
+        minimum=0,
+    )
     lr_scheduler: str = setting("constant_with_warmup", ", ".join(LR_SCHEDULERS), choices=LR_SCHEDULERS)
     lr_warmup_steps: int = setting(4, "steps over which the learning rate rises from 0", minimum=0)
     adam_beta1: float = internal(0.9)
@@ -106,52 +134,68 @@ class TrainConfig(Settings):
     lora_alpha: float | None = setting(None, "LoRA alpha; None: equal to the rank (scale 1)", above=0)
     lora_dropout: float = setting(0.0, "dropout inside the LoRA layers", minimum=0, below=1)
     lora_targets: str | list[str] = setting(
-        "attention", "\"attention\" (q, k, v, out), \"attention+ff\" (adds feed-forward and projections), or a list "
-                     "of module names", check=_lora_targets)
+        "attention",
+        '"attention" (q, k, v, out), "attention+ff" (adds feed-forward and projections), or a list of module names',
+        check=_lora_targets,
+    )
     # text encoders and pivotal tuning
     text_encoder: bool = setting(False, "also train LoRA on both text encoders (slower, more memory)")
-    text_encoder_lr: float | None = setting(None, "text-encoder LoRA learning rate; None: train_learning_rate",
-                                            minimum=0)
-    pivotal_tuning: bool = setting(False, "learn new tokens <s0><s1> for you in both text encoders (replace "
-                                          "subject_token in prompts)")
+    text_encoder_lr: float | None = setting(
+        None, "text-encoder LoRA learning rate; None: train_learning_rate", minimum=0
+    )
+    pivotal_tuning: bool = setting(
+        False, "learn new tokens <s0><s1> for you in both text encoders (replace subject_token in prompts)"
+    )
     pivotal_tokens: int = setting(2, "how many new tokens stand for you", minimum=1)
-    pivotal_fraction: float = setting(0.5, "the embeddings train for this first fraction of the steps, then freeze",
-                                      above=0, maximum=1)
+    pivotal_fraction: float = setting(
+        0.5, "the embeddings train for this first fraction of the steps, then freeze", above=0, maximum=1
+    )
     embedding_lr: float = setting(3e-4, "learning rate of the new token embeddings", minimum=0)
     # data and loss
     flip: bool = setting(True, "also train on mirror images (twice the views; faces are nearly symmetric)")
     masked_loss: bool = setting(True, "weight the loss by the capture's face masks (face 1.0, background lower)")
-    min_snr_gamma: float | None = setting(5.0, "min-SNR loss weighting gamma (faster, steadier training); None turns "
-                                               "it off", above=0)
+    min_snr_gamma: float | None = setting(
+        5.0, "min-SNR loss weighting gamma (faster, steadier training); None turns it off", above=0
+    )
     noise_offset: float = setting(0.0, "e.g. 0.0357: lets the model learn darker and brighter pictures", minimum=0)
-    prior_preservation: bool = setting(False, "mix in class images made by the base model, so not every person "
-                                              "becomes you")
-    class_images: int = setting(100, "how many class images (generated once, kept in outputs/<run>/lora/"
-                                     "class_images/)", minimum=1)
-    class_prompt: str | None = setting(None, "None: \"a photo of a <class_word>\"")
+    prior_preservation: bool = setting(
+        False, "mix in class images made by the base model, so not every person becomes you"
+    )
+    class_images: int = setting(
+        100, "how many class images (generated once, kept in outputs/<run>/lora/class_images/)", minimum=1
+    )
+    class_prompt: str | None = setting(None, 'None: "a photo of a <class_word>"')
     class_inference_steps: int = setting(25, "sampling steps per class image", minimum=1)
     prior_loss_weight: float = setting(1.0, "weight of the class images' loss", minimum=0)
     # precision and memory
-    precision: str = setting("auto", "\"auto\": bf16 where supported, fp16 with loss scaling otherwise, fp32 on a "
-                                     "CPU", choices=PRECISIONS)
+    precision: str = setting(
+        "auto", '"auto": bf16 where supported, fp16 with loss scaling otherwise, fp32 on a CPU', choices=PRECISIONS
+    )
     gradient_checkpointing: bool | Literal["auto"] = setting(
-        "auto", "True / False; \"auto\": only when even batch 1 does not fit")
+        "auto", 'True / False; "auto": only when even batch 1 does not fit'
+    )
     cuda_graph: bool | Literal["auto"] = setting(
-        "auto", "\"auto\": on a CUDA GPU each step's forward and backward replay from a CUDA graph (much faster at "
-                "small batches; train/graphed.py says when it cannot); False: always eager; True: required")
+        "auto",
+        '"auto": on a CUDA GPU each step\'s forward and backward replay from a CUDA graph (much faster at '
+        "small batches; train/graphed.py says when it cannot); False: always eager; True: required",
+    )
     # checkpoints, pictures, cost
     checkpoint_every: int = setting(20, "steps between checkpoints (each with validation images)", minimum=1)
     keep_checkpoints: int = setting(3, "newest checkpoints kept; 0 keeps all", minimum=0)
     resume: bool = setting(False, "True: continue from the newest checkpoint (same parameters required)")
     validation_prompts: list[str] = setting(
         ["a photo of {subject} {class_word}", "a portrait of {subject} {class_word} as an astronaut"],
-        "{subject}: your token(s)")
-    validation_seeds: list[int] = setting([0], "one validation picture per prompt and seed at every checkpoint",
-                                          check=_seeds)
-    validation_steps: int = like(GenerationSettings, "steps", default=4,
-                                 help="sampling steps per validation picture (25-30 for SDXL)")
-    validation_guidance: float = like(GenerationSettings, "guidance", default=5.0,
-                                      help="classifier-free guidance of the validation pictures")
+        "{subject}: your token(s)",
+    )
+    validation_seeds: list[int] = setting(
+        [0], "one validation picture per prompt and seed at every checkpoint", check=_seeds
+    )
+    validation_steps: int = like(
+        GenerationSettings, "steps", default=4, help="sampling steps per validation picture (25-30 for SDXL)"
+    )
+    validation_guidance: float = like(
+        GenerationSettings, "guidance", default=5.0, help="classifier-free guidance of the validation pictures"
+    )
     gpu_price_per_hour: float = setting(0.0, "for the cost line, in dollars per GPU hour; 0: unknown", minimum=0)
     progress: bool = internal(True)  # tqdm progress bar
     allow_pickle: bool = internal(False)  # passed to the model loader (pickle files can run code)
@@ -217,13 +261,19 @@ class TrainConfig(Settings):
     def _problems(self):
         """What one field's declaration cannot say: packages an optimizer needs, rules across fields."""
         if self.optimizer == "prodigy" and importlib.util.find_spec("prodigyopt") is None:
-            yield ("train_optimizer='prodigy' needs the prodigyopt package: `pip install prodigyopt` "
-                   "(or `pip install -e .[optimizers]`), or use train_optimizer='adamw'.")
+            yield (
+                "train_optimizer='prodigy' needs the prodigyopt package: `pip install prodigyopt` "
+                "(or `pip install -e .[optimizers]`), or use train_optimizer='adamw'."
+            )
         elif self.optimizer == "prodigy" and self.learning_rate < 0.1:
-            yield (f"train_optimizer='prodigy' finds its own step size and expects train_learning_rate=1.0 "
-                   f"(got {self.learning_rate}).")
+            yield (
+                f"train_optimizer='prodigy' finds its own step size and expects train_learning_rate=1.0 "
+                f"(got {self.learning_rate})."
+            )
         elif self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-            yield ("train_optimizer='adamw8bit' needs the bitsandbytes package (NVIDIA GPUs): "
-                   "`pip install bitsandbytes`, or use train_optimizer='adamw'.")
+            yield (
+                "train_optimizer='adamw8bit' needs the bitsandbytes package (NVIDIA GPUs): "
+                "`pip install bitsandbytes`, or use train_optimizer='adamw'."
+            )
         if self.prior_preservation and not self.class_word.strip() and not self.class_prompt:
-            yield "prior preservation needs class_word (e.g. \"person\") or train_class_prompt."
+            yield 'prior preservation needs class_word (e.g. "person") or train_class_prompt.'

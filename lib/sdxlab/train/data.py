@@ -37,8 +37,10 @@ def read_dataset(dataset_dir: Path, resolution: int, need_masks: bool = False) -
     dataset_dir = Path(dataset_dir)
     manifest = dataset_dir / MANIFEST
     if not dataset_dir.is_dir():
-        raise TrainError(f"Dataset folder {dataset_dir} does not exist; run 01_capture for this run first "
-                         "(or point the run at the run folder that holds dataset/).")
+        raise TrainError(
+            f"Dataset folder {dataset_dir} does not exist; run 01_capture for this run first "
+            "(or point the run at the run folder that holds dataset/)."
+        )
     if not manifest.is_file():
         raise TrainError(f"Dataset folder {dataset_dir} has no {MANIFEST}; run 01_capture for this run first.")
     rows = _read_manifest(manifest)
@@ -60,8 +62,10 @@ def _read_manifest(manifest: Path) -> list[tuple[int, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise TrainError(f"{manifest} line {number} is not valid JSON ({error.msg}); "
-                             "fix or delete that line, or run 01_capture again.") from None
+            raise TrainError(
+                f"{manifest} line {number} is not valid JSON ({error.msg}); "
+                "fix or delete that line, or run 01_capture again."
+            ) from None
         if not isinstance(row, dict) or "file_name" not in row:
             raise TrainError(f"{manifest} line {number} has no file_name; every row needs file_name and text.")
         rows.append((number, row))
@@ -71,19 +75,26 @@ def _read_manifest(manifest: Path) -> list[tuple[int, dict]]:
 def _example(dataset_dir: Path, manifest: Path, number: int, row: dict, need_masks: bool) -> Example:
     image = dataset_dir / row["file_name"]
     if not image.is_file():
-        raise TrainError(f"{manifest} line {number} names {row['file_name']}, which does not exist in {dataset_dir}; "
-                         "run 01_capture again or remove that line.")
+        raise TrainError(
+            f"{manifest} line {number} names {row['file_name']}, which does not exist in {dataset_dir}; "
+            "run 01_capture again or remove that line."
+        )
     mask = dataset_dir / row["mask_file"] if row.get("mask_file") else None
     if mask is not None and not mask.is_file():
-        raise TrainError(f"{manifest} line {number} names mask {row['mask_file']}, which does not exist; "
-                         "run 01_capture again, or set train_masked_loss=False.")
+        raise TrainError(
+            f"{manifest} line {number} names mask {row['mask_file']}, which does not exist; "
+            "run 01_capture again, or set train_masked_loss=False."
+        )
     if need_masks and mask is None:
-        raise TrainError(f"{manifest} line {number} ({row['file_name']}) has no mask_file, which the face-masked "
-                         "loss needs; run 01_capture again, or set train_masked_loss=False.")
+        raise TrainError(
+            f"{manifest} line {number} ({row['file_name']}) has no mask_file, which the face-masked "
+            "loss needs; run 01_capture again, or set train_masked_loss=False."
+        )
     crop_box = tuple(float(v) for v in row["crop_box"]) if row.get("crop_box") else None
     original_size = tuple(int(v) for v in row["original_size"]) if row.get("original_size") else None
-    return Example(image=image, caption=str(row.get("text") or ""), mask=mask, crop_box=crop_box,
-                   original_size=original_size)
+    return Example(
+        image=image, caption=str(row.get("text") or ""), mask=mask, crop_box=crop_box, original_size=original_size
+    )
 
 
 def _check_size(path: Path, resolution: int, what: str) -> None:
@@ -93,8 +104,10 @@ def _check_size(path: Path, resolution: int, what: str) -> None:
     except Exception as error:
         raise TrainError(f"Cannot read {what} {path} ({type(error).__name__}); run 01_capture again.") from None
     if size != (resolution, resolution):
-        raise TrainError(f"{path} is {size[0]}×{size[1]} but the training resolution is {resolution}; run 01_capture "
-                         f"with resolution={resolution}, or train with resolution={size[0]}.")
+        raise TrainError(
+            f"{path} is {size[0]}×{size[1]} but the training resolution is {resolution}; run 01_capture "
+            f"with resolution={resolution}, or train with resolution={size[0]}."
+        )
 
 
 def dataset_hash(dataset_dir: Path, examples: list[Example]) -> str:

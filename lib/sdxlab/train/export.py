@@ -85,10 +85,16 @@ def export_lora(
     out_dir = Path(out_dir)
     if not name or Path(name).name != name:
         raise ValueError(f"LoRA name {name!r} must be a plain file name without folders; pick another lora_name.")
-    components = {"unet": dict(unet_lora or {}), "text_encoder": dict(text_encoder_lora or {}),
-                  "text_encoder_2": dict(text_encoder_2_lora or {})}
-    configs = {"unet": _config_dict(unet_lora_config), "text_encoder": _config_dict(text_encoder_lora_config),
-               "text_encoder_2": _config_dict(text_encoder_2_lora_config)}
+    components = {
+        "unet": dict(unet_lora or {}),
+        "text_encoder": dict(text_encoder_lora or {}),
+        "text_encoder_2": dict(text_encoder_2_lora or {}),
+    }
+    configs = {
+        "unet": _config_dict(unet_lora_config),
+        "text_encoder": _config_dict(text_encoder_lora_config),
+        "text_encoder_2": _config_dict(text_encoder_2_lora_config),
+    }
     components = {part: _checked_peft_state_dict(part, tensors) for part, tensors in components.items() if tensors}
     if "unet" not in components:
         raise ValueError("export_lora needs the UNet's LoRA weights (unet_lora is empty); nothing was written.")
@@ -105,8 +111,10 @@ def export_lora(
         return lambda path: save_file(tensors, str(path), metadata=file_meta)
 
     diffusers_path, kohya_path = out_dir / f"{name}.safetensors", out_dir / f"{name}_kohya.safetensors"
-    writers = {diffusers_path: writer(diffusers_tensors, {**diffusers_metadata, **file_metadata}),
-               kohya_path: writer(kohya_tensors, file_metadata)}
+    writers = {
+        diffusers_path: writer(diffusers_tensors, {**diffusers_metadata, **file_metadata}),
+        kohya_path: writer(kohya_tensors, file_metadata),
+    }
     embeddings_path = None
     if embedding_tensors is not None:
         embeddings_path = out_dir / f"{name}_emb.safetensors"
@@ -123,18 +131,30 @@ def save_file(tensors, path: str, metadata: Mapping[str, str] | None = None) -> 
     safetensors.torch.save_file(tensors, path, metadata=dict(metadata) if metadata is not None else None)
 
 
-def export_training(folder: str | Path, pipe, name: str, text_encoders: bool, new_tokens,
-                    metadata: Mapping[str, str]) -> ExportedFiles:
+def export_training(
+    folder: str | Path, pipe, name: str, text_encoders: bool, new_tokens, metadata: Mapping[str, str]
+) -> ExportedFiles:
     """Export the LoRA a training pipeline carries now (with its peft configurations) into `folder`."""
     from sdxlab.train.lora import adapter_state
 
     parts = adapter_state(pipe, text_encoders, new_tokens)
-    text_configs = [encoder.peft_config["default"] if text_encoders else None
-                    for encoder in (pipe.text_encoder, pipe.text_encoder_2)]
-    return export_lora(folder, name, parts["unet"], parts["text_encoder"], parts["text_encoder_2"], parts["embeddings"],
-                       metadata, unet_lora_config=pipe.unet.peft_config["default"],
-                       text_encoder_lora_config=text_configs[0], text_encoder_2_lora_config=text_configs[1],
-                       unet_config=pipe.unet.config)
+    text_configs = [
+        encoder.peft_config["default"] if text_encoders else None
+        for encoder in (pipe.text_encoder, pipe.text_encoder_2)
+    ]
+    return export_lora(
+        folder,
+        name,
+        parts["unet"],
+        parts["text_encoder"],
+        parts["text_encoder_2"],
+        parts["embeddings"],
+        metadata,
+        unet_lora_config=pipe.unet.peft_config["default"],
+        text_encoder_lora_config=text_configs[0],
+        text_encoder_2_lora_config=text_configs[1],
+        unet_config=pipe.unet.config,
+    )
 
 
 def training_metadata(config: Mapping[str, Any], dataset_hash: str, comment: str = "") -> dict[str, str]:
@@ -145,10 +165,13 @@ def training_metadata(config: Mapping[str, Any], dataset_hash: str, comment: str
         "ss_training_comment": comment,
     }
     # the kohya keys the WebUIs show, from the notebook's parameter names (train_steps) or TrainConfig's (steps)
-    for kohya_key, names in (("ss_max_train_steps", ("train_steps", "steps")),
-                             ("ss_learning_rate", ("train_learning_rate", "learning_rate")),
-                             ("ss_batch_size_per_device", ("train_batch_size_used", "train_batch_size", "batch_size")),
-                             ("ss_resolution", ("resolution",)), ("ss_seed", ("seed",))):
+    for kohya_key, names in (
+        ("ss_max_train_steps", ("train_steps", "steps")),
+        ("ss_learning_rate", ("train_learning_rate", "learning_rate")),
+        ("ss_batch_size_per_device", ("train_batch_size_used", "train_batch_size", "batch_size")),
+        ("ss_resolution", ("resolution",)),
+        ("ss_seed", ("seed",)),
+    ):
         value = next((config[name] for name in names if config.get(name) is not None), None)
         if value is not None:
             metadata[kohya_key] = str(value)
@@ -186,16 +209,24 @@ def load_embeddings(pipe, path: str | Path, tokens: list[str]) -> None:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Embeddings file {path} does not exist; train with pivotal tuning or set the embeddings file to None.")
+        raise FileNotFoundError(
+            f"Embeddings file {path} does not exist; train with pivotal tuning or set the embeddings file to None."
+        )
     tensors = load_file(str(path))
     missing = [key for key in EMBEDDING_KEYS if key not in tensors]
     if missing:
-        raise ValueError(f"Embeddings file {path} has no {', '.join(missing)} tensor; it was not written by sdxlab's trainer.")
-    for key, tokenizer, text_encoder in (("clip_l", pipe.tokenizer, pipe.text_encoder),
-                                         ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2)):
+        raise ValueError(
+            f"Embeddings file {path} has no {', '.join(missing)} tensor; it was not written by sdxlab's trainer."
+        )
+    for key, tokenizer, text_encoder in (
+        ("clip_l", pipe.tokenizer, pipe.text_encoder),
+        ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2),
+    ):
         rows = tensors[key]
         if rows.shape[0] != len(tokens):
-            raise ValueError(f"Embeddings file {path} holds {rows.shape[0]} rows for {key} but {len(tokens)} tokens were given ({tokens}).")
+            raise ValueError(
+                f"Embeddings file {path} holds {rows.shape[0]} rows for {key} but {len(tokens)} tokens were given ({tokens})."
+            )
         known = [token in tokenizer.get_vocab() for token in tokens]
         if all(known):
             weight = text_encoder.get_input_embeddings().weight
@@ -203,7 +234,9 @@ def load_embeddings(pipe, path: str | Path, tokens: list[str]) -> None:
                 for token, row in zip(tokens, rows, strict=True):
                     weight[tokenizer.convert_tokens_to_ids(token)] = row.to(weight.device, weight.dtype)
         elif any(known):
-            raise ValueError(f"Some of the tokens {tokens} are already in the tokenizer and some are not; load {path} into a fresh pipeline.")
+            raise ValueError(
+                f"Some of the tokens {tokens} are already in the tokenizer and some are not; load {path} into a fresh pipeline."
+            )
         else:
             pipe.load_textual_inversion(rows, token=list(tokens), tokenizer=tokenizer, text_encoder=text_encoder)
 
@@ -221,8 +254,11 @@ def cost_line(seconds: float, gpu_price_per_hour: float | None) -> str:
 # --- the kohya layout --------------------------------------------------------------------------------------
 
 
-def to_kohya(components: Mapping[str, Mapping[str, torch.Tensor]], configs: Mapping[str, dict | None],
-             unet_config: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def to_kohya(
+    components: Mapping[str, Mapping[str, torch.Tensor]],
+    configs: Mapping[str, dict | None],
+    unet_config: Mapping[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Rename peft LoRA weights to kohya keys and add each module's `.alpha`; returns (tensors, alpha by kohya module).
 
     kohya applies `lora_up @ lora_down * alpha / rank`. Within one model every module gets the same alpha
@@ -288,19 +324,34 @@ def sgm_module_name(module: str, unet_config: Mapping[str, Any]) -> str:
         (r"conv_in", lambda m: "input_blocks.0.0"),
         (r"time_embedding\.linear_(\d)", lambda m: f"time_embed.{2 * int(m[1]) - 2}"),
         (r"add_embedding\.linear_(\d)", lambda m: f"label_emb.0.{2 * int(m[1]) - 2}"),
-        (r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)",
-         lambda m: f"input_blocks.{1 + int(m[1]) * (per_down + 1) + int(m[2])}.0.{_sgm_resnet_part(m[3])}"),
-        (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
-         lambda m: f"input_blocks.{1 + int(m[1]) * (per_down + 1) + int(m[2])}.1.{m[3]}"),
-        (r"down_blocks\.(\d+)\.downsamplers\.0\.conv", lambda m: f"input_blocks.{(int(m[1]) + 1) * (per_down + 1)}.0.op"),
+        (
+            r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)",
+            lambda m: f"input_blocks.{1 + int(m[1]) * (per_down + 1) + int(m[2])}.0.{_sgm_resnet_part(m[3])}",
+        ),
+        (
+            r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
+            lambda m: f"input_blocks.{1 + int(m[1]) * (per_down + 1) + int(m[2])}.1.{m[3]}",
+        ),
+        (
+            r"down_blocks\.(\d+)\.downsamplers\.0\.conv",
+            lambda m: f"input_blocks.{(int(m[1]) + 1) * (per_down + 1)}.0.op",
+        ),
         (r"mid_block\.resnets\.(\d+)\.(.+)", lambda m: f"middle_block.{2 * int(m[1])}.{_sgm_resnet_part(m[2])}"),
         (r"mid_block\.attentions\.0\.(.+)", lambda m: f"middle_block.1.{m[1]}"),
-        (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)",
-         lambda m: f"output_blocks.{int(m[1]) * per_up + int(m[2])}.0.{_sgm_resnet_part(m[3])}"),
-        (r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
-         lambda m: f"output_blocks.{int(m[1]) * per_up + int(m[2])}.1.{m[3]}"),
-        (r"up_blocks\.(\d+)\.upsamplers\.0\.conv",
-         lambda m: f"output_blocks.{int(m[1]) * per_up + per_up - 1}.{2 if up_block_has_attention[int(m[1])] else 1}.conv"),
+        (
+            r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)",
+            lambda m: f"output_blocks.{int(m[1]) * per_up + int(m[2])}.0.{_sgm_resnet_part(m[3])}",
+        ),
+        (
+            r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
+            lambda m: f"output_blocks.{int(m[1]) * per_up + int(m[2])}.1.{m[3]}",
+        ),
+        (
+            r"up_blocks\.(\d+)\.upsamplers\.0\.conv",
+            lambda m: (
+                f"output_blocks.{int(m[1]) * per_up + per_up - 1}.{2 if up_block_has_attention[int(m[1])] else 1}.conv"
+            ),
+        ),
         (r"conv_norm_out", lambda m: "out.0"),
         (r"conv_out", lambda m: "out.2"),
     ]
@@ -308,12 +359,20 @@ def sgm_module_name(module: str, unet_config: Mapping[str, Any]) -> str:
         match = re.fullmatch(pattern, module)
         if match:
             return rename(match)
-    raise ValueError(f"UNet module {module!r} has no place in kohya's SDXL layout; train LoRA on attention, "
-                     "feed-forward, projection or ResNet layers only.")
+    raise ValueError(
+        f"UNet module {module!r} has no place in kohya's SDXL layout; train LoRA on attention, "
+        "feed-forward, projection or ResNet layers only."
+    )
 
 
-SGM_RESNET_PARTS = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-                    "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+SGM_RESNET_PARTS = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def _sgm_resnet_part(part: str) -> str:
@@ -325,8 +384,9 @@ def _sgm_resnet_part(part: str) -> str:
 # --- the diffusers file ------------------------------------------------------------------------------------
 
 
-def _diffusers_file_contents(out_dir: Path, components: Mapping[str, Mapping[str, torch.Tensor]],
-                             configs: Mapping[str, dict | None]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _diffusers_file_contents(
+    out_dir: Path, components: Mapping[str, Mapping[str, torch.Tensor]], configs: Mapping[str, dict | None]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and metadata diffusers' own `save_lora_weights` writes, so the file is exactly its format.
 
     diffusers writes straight to the target name; it writes into a scratch folder here and the caller
@@ -358,11 +418,15 @@ def _checked_peft_state_dict(part: str, tensors: Mapping[str, torch.Tensor]) -> 
     checked = {}
     for key, tensor in tensors.items():
         if not PEFT_KEY.match(key):
-            raise ValueError(f"{part} LoRA key {key!r} is not a plain peft LoRA weight (<module>.lora_A.weight); "
-                             "pass get_peft_model_state_dict(model) of a LoRA without DoRA.")
+            raise ValueError(
+                f"{part} LoRA key {key!r} is not a plain peft LoRA weight (<module>.lora_A.weight); "
+                "pass get_peft_model_state_dict(model) of a LoRA without DoRA."
+            )
         if not torch.isfinite(tensor).all():
-            raise ValueError(f"{part} LoRA weight {key} contains NaN or inf; nothing was exported, "
-                             "export the last good checkpoint instead.")
+            raise ValueError(
+                f"{part} LoRA weight {key} contains NaN or inf; nothing was exported, "
+                "export the last good checkpoint instead."
+            )
         checked[_canonical_key(part, key)] = tensor.detach().to("cpu").contiguous()
     for key in checked:
         module, kind = PEFT_KEY.match(key).group("module", "part")
@@ -391,7 +455,9 @@ def _checked_embeddings(embeddings: Mapping[str, torch.Tensor]) -> dict[str, tor
     if any(tensor.ndim != 2 for tensor in rows.values()) or rows["clip_l"].shape[0] != rows["clip_g"].shape[0]:
         raise ValueError("Embeddings clip_l and clip_g must be 2-D with one row per new token, the same count in both.")
     if not all(torch.isfinite(tensor).all() for tensor in rows.values()):
-        raise ValueError("Embeddings contain NaN or inf; nothing was exported, export the last good checkpoint instead.")
+        raise ValueError(
+            "Embeddings contain NaN or inf; nothing was exported, export the last good checkpoint instead."
+        )
     return rows
 
 
@@ -400,11 +466,18 @@ def _config_dict(config: Any) -> dict | None:
         return None
     as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     # JSON-friendly, as diffusers stores it: sets become sorted lists, enums their values.
-    return json.loads(json.dumps(as_dict, default=lambda value: sorted(value) if isinstance(value, set) else str(value)))
+    return json.loads(
+        json.dumps(as_dict, default=lambda value: sorted(value) if isinstance(value, set) else str(value))
+    )
 
 
-def _file_metadata(name: str, components: Mapping[str, Mapping[str, torch.Tensor]], configs: Mapping[str, dict | None],
-                   kohya_alphas: Mapping[str, float], extra: Mapping[str, str] | None) -> dict[str, str]:
+def _file_metadata(
+    name: str,
+    components: Mapping[str, Mapping[str, torch.Tensor]],
+    configs: Mapping[str, dict | None],
+    kohya_alphas: Mapping[str, float],
+    extra: Mapping[str, str] | None,
+) -> dict[str, str]:
     unet_ranks = Counter(tensor.shape[0] for key, tensor in components["unet"].items() if key.endswith("lora_A.weight"))
     unet_alphas = Counter(alpha for module, alpha in kohya_alphas.items() if module.startswith("lora_unet_"))
     metadata = {
@@ -423,8 +496,10 @@ def _file_metadata(name: str, components: Mapping[str, Mapping[str, torch.Tensor
     }
     for key, value in (extra or {}).items():
         if not isinstance(value, str):
-            raise TypeError(f"safetensors metadata values must be strings; metadata[{key!r}] is a {type(value).__name__} "
-                            "(json.dumps or str it first, or build it with training_metadata).")
+            raise TypeError(
+                f"safetensors metadata values must be strings; metadata[{key!r}] is a {type(value).__name__} "
+                "(json.dumps or str it first, or build it with training_metadata)."
+            )
         metadata[key] = value
     return metadata
 
@@ -445,5 +520,11 @@ def training_exporter(pipe, config, parameters: Mapping[str, Any], dataset_hash:
 
     metadata = training_metadata(parameters, dataset_hash)
     metadata["ss_learning_rate"] = str(config.learning_rate)  # as given, not as train_config.json rounds it
-    return functools.partial(export_training, pipe=pipe, name=config.lora_name, text_encoders=config.text_encoder,
-                             new_tokens=new_tokens, metadata=metadata)
+    return functools.partial(
+        export_training,
+        pipe=pipe,
+        name=config.lora_name,
+        text_encoders=config.text_encoder,
+        new_tokens=new_tokens,
+        metadata=metadata,
+    )

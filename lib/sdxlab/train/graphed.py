@@ -60,31 +60,47 @@ def graph_blockers(config: TrainConfig, device: torch.device, loss_scaling: bool
     if config.pivotal_tuning:
         reasons.append("train_pivotal_tuning=True (the new token embeddings train inside the step)")
     if loss_scaling:
-        reasons.append("fp16 training (the loss scale changes between steps; train_precision=\"bf16\" allows it)")
+        reasons.append('fp16 training (the loss scale changes between steps; train_precision="bf16" allows it)')
     return reasons
 
 
-def choose_step_runner(config: TrainConfig, unet, noise_scheduler, trainable: list[torch.nn.Parameter],
-                       autocast_dtype: torch.dtype | None, device: torch.device, loss_scaling: bool = False,
-                       show: bool = True) -> CapturedStep | None:
+def choose_step_runner(
+    config: TrainConfig,
+    unet,
+    noise_scheduler,
+    trainable: list[torch.nn.Parameter],
+    autocast_dtype: torch.dtype | None,
+    device: torch.device,
+    loss_scaling: bool = False,
+    show: bool = True,
+) -> CapturedStep | None:
     """The captured step when `config.cuda_graph` and the configuration allow it, else None (the loop's eager step)."""
     blockers = graph_blockers(config, device, loss_scaling)
     if config.cuda_graph is True and blockers:
-        raise TrainError(f"train_cuda_graph=True but the training step cannot be captured: {'; '.join(blockers)}; "
-                         "set train_cuda_graph=\"auto\" to train with the eager step instead.")
+        raise TrainError(
+            f"train_cuda_graph=True but the training step cannot be captured: {'; '.join(blockers)}; "
+            'set train_cuda_graph="auto" to train with the eager step instead.'
+        )
     if blockers:
         if show and torch.device(device).type == "cuda" and config.cuda_graph is not False:
             print(f"Training step: eager ({'; '.join(blockers)}).")
         return None
     if show:
         print("Training step: forward and backward replayed from a CUDA graph (captured at the first step).")
-    return CapturedStep(unet, noise_scheduler, trainable, config, autocast_dtype, device,
-                        required=config.cuda_graph is True)
+    return CapturedStep(
+        unet, noise_scheduler, trainable, config, autocast_dtype, device, required=config.cuda_graph is True
+    )
 
 
-def static_diffusion_loss(unet, noise_scheduler, static: dict[str, torch.Tensor], subject_rows: int,
-                          min_snr_gamma: float | None, prior_loss_weight: float,
-                          autocast_dtype: torch.dtype | None) -> torch.Tensor:
+def static_diffusion_loss(
+    unet,
+    noise_scheduler,
+    static: dict[str, torch.Tensor],
+    subject_rows: int,
+    min_snr_gamma: float | None,
+    prior_loss_weight: float,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
     """`sdxlab.train.step.diffusion_loss`, line for line, without host synchronisation (so it can be captured).
 
     `static` holds latents, noise, timesteps, prompt_embeds, pooled, time_ids and optionally loss_weights;
@@ -92,10 +108,18 @@ def static_diffusion_loss(unet, noise_scheduler, static: dict[str, torch.Tensor]
     """
     latents, noise, timesteps = static["latents"], static["noise"], static["timesteps"]
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    with torch.autocast(noisy.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None,
-                        cache_enabled=False):
-        prediction = unet(noisy, timesteps, encoder_hidden_states=static["prompt_embeds"],
-                          added_cond_kwargs={"text_embeds": static["pooled"], "time_ids": static["time_ids"]}).sample
+    with torch.autocast(
+        noisy.device.type,
+        dtype=autocast_dtype or torch.float32,
+        enabled=autocast_dtype is not None,
+        cache_enabled=False,
+    ):
+        prediction = unet(
+            noisy,
+            timesteps,
+            encoder_hidden_states=static["prompt_embeds"],
+            added_cond_kwargs={"text_embeds": static["pooled"], "time_ids": static["time_ids"]},
+        ).sample
     prediction_type = noise_scheduler.config.prediction_type
     target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
 
@@ -127,9 +151,18 @@ class CapturedStep:
 
     INPUTS = ("latents", "noise", "timesteps", "prompt_embeds", "pooled", "time_ids", "loss_weights")
 
-    def __init__(self, unet, noise_scheduler, trainable: list[torch.nn.Parameter], config: TrainConfig,
-                 autocast_dtype: torch.dtype | None, device: torch.device, capture: bool | None = None,
-                 required: bool = False, warmup_runs: int = 2):
+    def __init__(
+        self,
+        unet,
+        noise_scheduler,
+        trainable: list[torch.nn.Parameter],
+        config: TrainConfig,
+        autocast_dtype: torch.dtype | None,
+        device: torch.device,
+        capture: bool | None = None,
+        required: bool = False,
+        warmup_runs: int = 2,
+    ):
         self.unet = unet
         self.noise_scheduler = noise_scheduler
         self.trainable = list(trainable)
@@ -152,7 +185,11 @@ class CapturedStep:
     def mode(self) -> str:
         if self.graph is not None:
             return "captured"
-        return f"eager ({self.fallback_reason})" if self.fallback_reason else ("eager" if not self.capture else "not yet captured")
+        return (
+            f"eager ({self.fallback_reason})"
+            if self.fallback_reason
+            else ("eager" if not self.capture else "not yet captured")
+        )
 
     def forward_backward(self, batch: Batch, generator: torch.Generator, draw=None):
         """`draw(batch, generator) -> (noise, timesteps)` is the loop's own draw (several processes share one
@@ -161,8 +198,9 @@ class CapturedStep:
             noise, timesteps = draw(batch, generator)
         else:
             noise = draw_noise(batch.latents, generator, self.config.noise_offset)
-            timesteps = draw_timesteps(len(batch.latents), self.noise_scheduler.config.num_train_timesteps, generator,
-                                       batch.latents.device)
+            timesteps = draw_timesteps(
+                len(batch.latents), self.noise_scheduler.config.num_train_timesteps, generator, batch.latents.device
+            )
         self._refill(batch, noise, timesteps)
         if self.capture and self.graph is None:
             self._try_capture()
@@ -185,8 +223,15 @@ class CapturedStep:
     # --- the static tensors --------------------------------------------------------------------------------
 
     def _refill(self, batch: Batch, noise: torch.Tensor, timesteps: torch.Tensor) -> None:
-        values = {"latents": batch.latents, "noise": noise, "timesteps": timesteps, "prompt_embeds": batch.prompt_embeds,
-                  "pooled": batch.pooled, "time_ids": batch.time_ids, "loss_weights": batch.loss_weights}
+        values = {
+            "latents": batch.latents,
+            "noise": noise,
+            "timesteps": timesteps,
+            "prompt_embeds": batch.prompt_embeds,
+            "pooled": batch.pooled,
+            "time_ids": batch.time_ids,
+            "loss_weights": batch.loss_weights,
+        }
         if self.static is None:
             self.static = {name: value.detach().clone() for name, value in values.items() if value is not None}
             self.subject_rows = _subject_rows(batch.is_prior)
@@ -194,18 +239,27 @@ class CapturedStep:
         for name in self.INPUTS:
             value, static = values[name], self.static.get(name)
             if (value is None) != (static is None) or (value is not None and value.shape != static.shape):
-                raise TrainError(f"The captured training step got a batch whose {name} is shaped "
-                                 f"{None if value is None else tuple(value.shape)} instead of "
-                                 f"{None if static is None else tuple(static.shape)}; the captured step needs the "
-                                 "same batch shape every step (set train_cuda_graph=False to train eagerly).")
+                raise TrainError(
+                    f"The captured training step got a batch whose {name} is shaped "
+                    f"{None if value is None else tuple(value.shape)} instead of "
+                    f"{None if static is None else tuple(static.shape)}; the captured step needs the "
+                    "same batch shape every step (set train_cuda_graph=False to train eagerly)."
+                )
             if value is not None:
                 static.copy_(value)
         # the subject/class split is fixed by the batch shape (the loop puts class images after the subject's)
 
     def _compute(self) -> None:
         """The captured work: loss and LoRA gradients of the micro-batch in the static tensors."""
-        loss = static_diffusion_loss(self.unet, self.noise_scheduler, self.static, self.subject_rows,
-                                     self.config.min_snr_gamma, self.config.prior_loss_weight, self.autocast_dtype)
+        loss = static_diffusion_loss(
+            self.unet,
+            self.noise_scheduler,
+            self.static,
+            self.subject_rows,
+            self.config.min_snr_gamma,
+            self.config.prior_loss_weight,
+            self.autocast_dtype,
+        )
         grads = torch.autograd.grad(loss / self.config.gradient_accumulation, self.trainable)
         self.static_loss, self.static_grads = loss.detach(), grads
 
@@ -236,11 +290,16 @@ class CapturedStep:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if self.required:
-                raise TrainError(f"train_cuda_graph=True but capturing the training step failed "
-                                 f"({type(error).__name__}: {_first_line(error)}); set train_cuda_graph=\"auto\" "
-                                 "to fall back to the eager step.") from error
-            print(f"Warning: capturing the training step in a CUDA graph failed ({type(error).__name__}: "
-                  f"{_first_line(error)}); training continues with the eager step.", file=sys.stderr)
+                raise TrainError(
+                    f"train_cuda_graph=True but capturing the training step failed "
+                    f'({type(error).__name__}: {_first_line(error)}); set train_cuda_graph="auto" '
+                    "to fall back to the eager step."
+                ) from error
+            print(
+                f"Warning: capturing the training step in a CUDA graph failed ({type(error).__name__}: "
+                f"{_first_line(error)}); training continues with the eager step.",
+                file=sys.stderr,
+            )
             return
         self.capture_seconds = time.perf_counter() - started
 
@@ -273,9 +332,16 @@ class StepComparison:
     gradient_relative: float
 
 
-def compare_with_eager(unet, noise_scheduler, trainable: list[torch.nn.Parameter], config: TrainConfig,
-                       autocast_dtype: torch.dtype | None, device: torch.device, step_batches: list[list[Batch]],
-                       capture: bool | None = None) -> dict[str, Any]:
+def compare_with_eager(
+    unet,
+    noise_scheduler,
+    trainable: list[torch.nn.Parameter],
+    config: TrainConfig,
+    autocast_dtype: torch.dtype | None,
+    device: torch.device,
+    step_batches: list[list[Batch]],
+    capture: bool | None = None,
+) -> dict[str, Any]:
     """Train the same steps three times from the same LoRA weights: eager, eager again, and with `CapturedStep`.
 
     Each run: zero the gradients, forward and backward every micro-batch of the step (noise and timesteps from a
@@ -312,10 +378,19 @@ def compare_with_eager(unet, noise_scheduler, trainable: list[torch.nn.Parameter
                     loss, _, _ = runner.forward_backward(batch, generator)
                 else:
                     noise = draw_noise(batch.latents, generator, config.noise_offset)
-                    timesteps = draw_timesteps(len(batch.latents), noise_scheduler.config.num_train_timesteps,
-                                               generator, device)
-                    loss = diffusion_loss(unet, noise_scheduler, batch, noise, timesteps, config.min_snr_gamma,
-                                          config.prior_loss_weight, autocast_dtype)
+                    timesteps = draw_timesteps(
+                        len(batch.latents), noise_scheduler.config.num_train_timesteps, generator, device
+                    )
+                    loss = diffusion_loss(
+                        unet,
+                        noise_scheduler,
+                        batch,
+                        noise,
+                        timesteps,
+                        config.min_snr_gamma,
+                        config.prior_loss_weight,
+                        autocast_dtype,
+                    )
                     (loss / config.gradient_accumulation).backward()
                 step_loss += loss.detach() / config.gradient_accumulation
             if config.max_grad_norm > 0:
@@ -348,15 +423,21 @@ def compare_with_eager(unet, noise_scheduler, trainable: list[torch.nn.Parameter
     def compare(a, b) -> list[StepComparison]:
         rows = []
         for index, (loss_a, loss_b, grad_a, grad_b) in enumerate(zip(a[0], b[0], a[1], b[1], strict=True)):
-            rows.append(StepComparison(
-                step=index + 1, loss_eager=loss_a, loss_other=loss_b,
-                loss_relative=abs(loss_b - loss_a) / max(abs(loss_a), 1e-12),
-                gradient_relative=float((grad_b - grad_a).norm() / grad_a.norm().clamp_min(1e-30))))
+            rows.append(
+                StepComparison(
+                    step=index + 1,
+                    loss_eager=loss_a,
+                    loss_other=loss_b,
+                    loss_relative=abs(loss_b - loss_a) / max(abs(loss_a), 1e-12),
+                    gradient_relative=float((grad_b - grad_a).norm() / grad_a.norm().clamp_min(1e-30)),
+                )
+            )
         return rows
 
     captured_rows, floor_rows = compare(eager, other), compare(eager, again)
-    within = all(row.loss_relative <= LOSS_TOLERANCE and row.gradient_relative <= GRADIENT_TOLERANCE
-                 for row in captured_rows)
+    within = all(
+        row.loss_relative <= LOSS_TOLERANCE and row.gradient_relative <= GRADIENT_TOLERANCE for row in captured_rows
+    )
     was_captured = runner.graph is not None
     return {
         "mode": runner.mode,
@@ -381,8 +462,10 @@ def _subject_rows(is_prior: torch.Tensor) -> int:
     flags = is_prior.detach().cpu().tolist()
     subject = flags.count(False)
     if any(flags[:subject]):
-        raise TrainError("The captured training step needs the subject images first and the class images after "
-                         "them in every batch; set train_cuda_graph=False to train eagerly.")
+        raise TrainError(
+            "The captured training step needs the subject images first and the class images after "
+            "them in every batch; set train_cuda_graph=False to train eagerly."
+        )
     return subject
 
 

@@ -100,15 +100,25 @@ class TrainResult:
     batch_size: int
 
     @classmethod
-    def published(cls, lora: Path, work_dir: Path, exported, history, validation, wall_seconds: float, cost: str,
-                  batch_size: int) -> TrainResult:
+    def published(
+        cls, lora: Path, work_dir: Path, exported, history, validation, wall_seconds: float, cost: str, batch_size: int
+    ) -> TrainResult:
         """The result as it lies in `lora/` once published (validation images moved there from `work_dir`)."""
         validation = [dataclasses.replace(image, path=lora / image.path.relative_to(work_dir)) for image in validation]
-        return cls(lora_file=lora / exported.diffusers.name, kohya_file=lora / exported.kohya.name,
-                   embeddings_file=lora / exported.embeddings.name if exported.embeddings else None,
-                   config_file=lora / publish.CONFIG_FILE, loss_csv=lora / "loss.csv", loss_png=lora / "loss.png",
-                   checkpoints=[f for _, f in ckpt.list_checkpoints(lora / "checkpoints")], history=history,
-                   validation=validation, wall_seconds=wall_seconds, cost=cost, batch_size=batch_size)
+        return cls(
+            lora_file=lora / exported.diffusers.name,
+            kohya_file=lora / exported.kohya.name,
+            embeddings_file=lora / exported.embeddings.name if exported.embeddings else None,
+            config_file=lora / publish.CONFIG_FILE,
+            loss_csv=lora / "loss.csv",
+            loss_png=lora / "loss.png",
+            checkpoints=[f for _, f in ckpt.list_checkpoints(lora / "checkpoints")],
+            history=history,
+            validation=validation,
+            wall_seconds=wall_seconds,
+            cost=cost,
+            batch_size=batch_size,
+        )
 
 
 def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]] = (), pipe=None) -> TrainResult:
@@ -130,7 +140,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     examples = read_dataset(config.dataset_dir, config.resolution, need_masks=config.masked_loss)
     data_hash = dataset_hash(config.dataset_dir, examples)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("device='cuda' but no CUDA GPU is visible to PyTorch; use device=\"auto\" or \"cpu\".")
+        raise TrainError('device=\'cuda\' but no CUDA GPU is visible to PyTorch; use device="auto" or "cpu".')
     placement = choose_placement(config.device, None if config.precision == "auto" else config.precision)
     accelerator = Accelerator(cpu=placement.device.type == "cpu")
     device, main, processes = accelerator.device, accelerator.is_main_process, accelerator.num_processes
@@ -140,7 +150,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     # this training writes into work_dir (lora.unfinished/) and replaces config.output_dir only when complete
     work_dir = publish.unfinished_dir(config.output_dir)
     checkpoints_dir = work_dir / "checkpoints"
-    resume = ckpt.resume_point_for(config, work_dir, data_hash, accelerator.process_index, say=print if main else _quiet)
+    resume = ckpt.resume_point_for(
+        config, work_dir, data_hash, accelerator.process_index, say=print if main else _quiet
+    )
 
     # --- 2. the model, the subject's tokens, class images ------------------------------------------------
     if pipe is None:
@@ -151,15 +163,26 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     accelerator.wait_for_everyone()
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # the forward process SDXL was trained with
     tokens = config.token_strings
-    new_tokens = NewTokenEmbeddings(pipe, tokens, torch.Generator().manual_seed(config.seed)) if config.pivotal_tuning else None
+    new_tokens = (
+        NewTokenEmbeddings(pipe, tokens, torch.Generator().manual_seed(config.seed)) if config.pivotal_tuning else None
+    )
     caption_texts = [replace_subject(example.caption, config.subject_token, tokens) for example in examples]
     validation_prompts = [fill_prompt(p, tokens, config.class_word) for p in config.validation_prompts]
     try:
         class_examples = class_examples_for(pipe, config, accelerator, device)
 
         # --- 3. caches: every image through the VAE once, every caption through the text encoders once ------
-        captions, views, class_views = build_caches(pipe, examples, caption_texts, class_examples, config.resolution,
-                                                    config.flip, config.masked_loss, device, progress=show)
+        captions, views, class_views = build_caches(
+            pipe,
+            examples,
+            caption_texts,
+            class_examples,
+            config.resolution,
+            config.flip,
+            config.masked_loss,
+            device,
+            progress=show,
+        )
         pipe.vae.to("cpu" if device.type != "cpu" else device)  # only validation images need it again
     except Exception as error:
         raise_if_out_of_memory(error, 1, config.resolution, False)
@@ -170,11 +193,29 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     unet, text_encoders = pipe.unet, [pipe.text_encoder, pipe.text_encoder_2]
     groups = parameter_groups(pipe, config, new_tokens)
     trainable = [p for group in groups for p in group["params"]]
-    text = TextPhases(pipe, captions, new_tokens, config.text_encoder, config.pivotal_steps, validation_prompts,
-                      placement.dtype, autocast_dtype, device)
+    text = TextPhases(
+        pipe,
+        captions,
+        new_tokens,
+        config.text_encoder,
+        config.pivotal_steps,
+        validation_prompts,
+        placement.dtype,
+        autocast_dtype,
+        device,
+    )
     batches = Batches(views, class_views, text.encode, config.masked_loss, device)
-    math_of = TrainingStep(unet, noise_scheduler, config.noise_offset, config.min_snr_gamma, config.prior_loss_weight,
-                           autocast_dtype, device, processes, accelerator.process_index)
+    math_of = TrainingStep(
+        unet,
+        noise_scheduler,
+        config.noise_offset,
+        config.min_snr_gamma,
+        config.prior_loss_weight,
+        autocast_dtype,
+        device,
+        processes,
+        accelerator.process_index,
+    )
     unet.train()
     for encoder in text_encoders:
         encoder.train(config.text_encoder)
@@ -186,12 +227,26 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     # --- 5. batch size, optimiser, schedule, loss scaler, checkpoints; resume their states ----------------
     enable_checkpointing = functools.partial(enable_gradient_checkpointing, unet, text_encoders, config.text_encoder)
     batch_size, checkpointing = batch_size_and_checkpointing(
-        config, resume.info if resume else None, device, len(views), enable_checkpointing=enable_checkpointing,
-        try_batch=lambda size: probe(size, batches.make, math_of.loss, trainable, class_views is not None, device))
+        config,
+        resume.info if resume else None,
+        device,
+        len(views),
+        enable_checkpointing=enable_checkpointing,
+        try_batch=lambda size: probe(size, batches.make, math_of.loss, trainable, class_views is not None, device),
+    )
     batch_size, checkpointing = agree_across_processes(accelerator, batch_size, checkpointing, enable_checkpointing)
     if show:
-        print(batch_line(batch_size, config.gradient_accumulation, processes, checkpointing, len(views), len(examples),
-                         config.flip))
+        print(
+            batch_line(
+                batch_size,
+                config.gradient_accumulation,
+                processes,
+                checkpointing,
+                len(views),
+                len(examples),
+                config.flip,
+            )
+        )
     optimizer = build_optimizer(groups, config, device)
     schedule = build_schedule(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=placement.dtype == torch.float16)  # fp16 needs loss scaling
@@ -203,13 +258,28 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
         history = publish.read_history(work_dir / "loss.csv", start_step)
         if show:
             print(f"Resuming from {resume.folder} (step {start_step} of {config.steps}).")
-    export_to = training_exporter(pipe, config, publish.config_json(config, data_hash, batch_size), data_hash, new_tokens)
+    export_to = training_exporter(
+        pipe, config, publish.config_json(config, data_hash, batch_size), data_hash, new_tokens
+    )
     checkpointer = ckpt.Checkpointer(
-        checkpoints_dir, accelerator, trainable, optimizer, schedule, scaler, export=export_to,
+        checkpoints_dir,
+        accelerator,
+        trainable,
+        optimizer,
+        schedule,
+        scaler,
+        export=export_to,
         adapters=lambda: ckpt.join_adapters(adapter_state(pipe, config.text_encoder, new_tokens)),
-        info={"fingerprint": ckpt.fingerprint_json(config), "dataset_hash": data_hash, "batch_size": batch_size,
-              "gradient_checkpointing": checkpointing, "processes": processes},
-        keep=config.keep_checkpoints, after=functools.partial(publish.write_loss_files, work_dir))
+        info={
+            "fingerprint": ckpt.fingerprint_json(config),
+            "dataset_hash": data_hash,
+            "batch_size": batch_size,
+            "gradient_checkpointing": checkpointing,
+            "processes": processes,
+        },
+        keep=config.keep_checkpoints,
+        after=functools.partial(publish.write_loss_files, work_dir),
+    )
     validation: list[ValidationImage] = []
     _emit(callbacks, TrainEvent("start", start_step, config.steps, None, None, history, validation, pipe=pipe))
 
@@ -218,8 +288,16 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     last_saved = step = start_step
     seconds_at_start = train_seconds
     boundary_rng = ckpt.capture_rng(noise_generator)  # the RNGs as they are between two steps
-    captured = choose_step_runner(config, unet, noise_scheduler, trainable, autocast_dtype, device,  # train_cuda_graph
-                                  loss_scaling=scaler.is_enabled(), show=show)
+    captured = choose_step_runner(
+        config,
+        unet,
+        noise_scheduler,
+        trainable,
+        autocast_dtype,
+        device,  # train_cuda_graph
+        loss_scaling=scaler.is_enabled(),
+        show=show,
+    )
     bar = tqdm(total=config.steps, initial=start_step, desc="training", unit="step", disable=not show)
     try:
         while step < config.steps:
@@ -229,8 +307,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
             step_loss = torch.zeros((), device=device)
             for micro in range(config.gradient_accumulation):
                 # position of this micro-batch in the endless shuffled stream, process by process
-                position = ((step * config.gradient_accumulation + micro) * processes
-                            + accelerator.process_index) * batch_size
+                position = (
+                    (step * config.gradient_accumulation + micro) * processes + accelerator.process_index
+                ) * batch_size
                 indices, class_indices = batches.indices(config.seed, position, batch_size)
                 batch = batches.make(indices, class_indices)
                 if captured is not None:  # the same forward and backward, replayed from a CUDA graph
@@ -257,25 +336,64 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
 
             train_seconds += time.perf_counter() - step_started
             samples_per_s = (step - start_step) * samples_per_step / max(train_seconds - seconds_at_start, 1e-9)
-            history.append({"step": step, "loss": step_loss, "lr": learning_rate, "samples_per_s": samples_per_s,
-                            "elapsed_s": train_seconds})
+            history.append(
+                {
+                    "step": step,
+                    "loss": step_loss,
+                    "lr": learning_rate,
+                    "samples_per_s": samples_per_s,
+                    "elapsed_s": train_seconds,
+                }
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", samples_s=f"{samples_per_s:.2f}", refresh=False)
-            _emit(callbacks, TrainEvent("step", step, config.steps, step_loss, learning_rate, history, validation,
-                                        pipe=pipe, noise=noise, timesteps=timesteps,
-                                        views=[views.described[i] for i in indices]))
+            _emit(
+                callbacks,
+                TrainEvent(
+                    "step",
+                    step,
+                    config.steps,
+                    step_loss,
+                    learning_rate,
+                    history,
+                    validation,
+                    pipe=pipe,
+                    noise=noise,
+                    timesteps=timesteps,
+                    views=[views.described[i] for i in indices],
+                ),
+            )
 
             if step % config.checkpoint_every == 0 or step == config.steps:
                 folder = checkpointer.save(step, boundary_rng, train_seconds, history)
                 last_saved = step
                 if main and validation_prompts and config.validation_seeds:
-                    validation += render_validation(pipe, step, validation_prompts, text.validation(step),
-                                                    config.validation_seeds, config.resolution,
-                                                    config.validation_steps, config.validation_guidance,
-                                                    work_dir / "validation")
+                    validation += render_validation(
+                        pipe,
+                        step,
+                        validation_prompts,
+                        text.validation(step),
+                        config.validation_seeds,
+                        config.resolution,
+                        config.validation_steps,
+                        config.validation_guidance,
+                        work_dir / "validation",
+                    )
                     publish.write_validation_grid(work_dir, validation)
-                _emit(callbacks, TrainEvent("checkpoint", step, config.steps, step_loss, learning_rate, history,
-                                            validation, checkpoint=folder, pipe=pipe))
+                _emit(
+                    callbacks,
+                    TrainEvent(
+                        "checkpoint",
+                        step,
+                        config.steps,
+                        step_loss,
+                        learning_rate,
+                        history,
+                        validation,
+                        checkpoint=folder,
+                        pipe=pipe,
+                    ),
+                )
     except KeyboardInterrupt:
         bar.close()
         saved = step > last_saved  # the last finished step has no checkpoint yet: save one before stopping
@@ -293,13 +411,25 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     result = None
     if main:
         exported = export_to(work_dir)
-        values = publish.train_config_values(config, data_hash, batch_size, exported, tokens, wall_seconds, cost,
-                                             history, processes)
+        values = publish.train_config_values(
+            config, data_hash, batch_size, exported, tokens, wall_seconds, cost, history, processes
+        )
         lora = publish.finish(work_dir, config.output_dir, values, history)  # replaces the previous training whole
         print(cost)
         result = TrainResult.published(lora, work_dir, exported, history, validation, wall_seconds, cost, batch_size)
-        _emit(callbacks, TrainEvent("end", step, config.steps, history[-1]["loss"] if history else None, None,
-                                    history, result.validation, pipe=pipe))
+        _emit(
+            callbacks,
+            TrainEvent(
+                "end",
+                step,
+                config.steps,
+                history[-1]["loss"] if history else None,
+                None,
+                history,
+                result.validation,
+                pipe=pipe,
+            ),
+        )
     accelerator.wait_for_everyone()
     return result
 
@@ -346,12 +476,21 @@ def _interrupts_deferred():
         raise KeyboardInterrupt
 
 
-def _interrupted_message(config: TrainConfig, step: int, saved: bool, folder: Path | None, checkpoints_dir: Path) -> str:
+def _interrupted_message(
+    config: TrainConfig, step: int, saved: bool, folder: Path | None, checkpoints_dir: Path
+) -> str:
     if saved:
         where = f"a checkpoint of step {step} was saved to {folder}"
     else:
-        where = f"the checkpoint of step {step} is in {checkpoints_dir}" if step else "nothing was saved (no step finished)"
-    kept = (f"; the last finished training in {config.output_dir} is unchanged"
-            if (config.output_dir / publish.CONFIG_FILE).is_file() else "")
-    return (f"Training interrupted at step {step} of {config.steps}; {where}{kept}; "
-            "run again with train_resume=True to continue.")
+        where = (
+            f"the checkpoint of step {step} is in {checkpoints_dir}" if step else "nothing was saved (no step finished)"
+        )
+    kept = (
+        f"; the last finished training in {config.output_dir} is unchanged"
+        if (config.output_dir / publish.CONFIG_FILE).is_file()
+        else ""
+    )
+    return (
+        f"Training interrupted at step {step} of {config.steps}; {where}{kept}; "
+        "run again with train_resume=True to continue."
+    )

@@ -15,13 +15,20 @@ from sdxlab.train.config import TEXT_ENCODER_TARGETS, TrainConfig, TrainError
 def add_lora(model, config: TrainConfig, target_modules: list[str], what: str) -> list[torch.nn.Parameter]:
     """Freeze `model`, attach a LoRA adapter to `target_modules` and return its (float32) parameters."""
     model.requires_grad_(False)
-    lora_config = LoraConfig(r=config.lora_rank, lora_alpha=config.alpha, lora_dropout=config.lora_dropout,
-                             init_lora_weights="gaussian", target_modules=target_modules)
+    lora_config = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.lora_dropout,
+        init_lora_weights="gaussian",
+        target_modules=target_modules,
+    )
     try:
         model.add_adapter(lora_config)
     except ValueError as error:  # peft: none of the target modules exist in this model
-        raise TrainError(f"train_lora_targets {target_modules} match no layer of the {what} ({error}); "
-                         "use the preset \"attention\" or \"attention+ff\".") from None
+        raise TrainError(
+            f"train_lora_targets {target_modules} match no layer of the {what} ({error}); "
+            'use the preset "attention" or "attention+ff".'
+        ) from None
     parameters = [p for p in model.parameters() if p.requires_grad]
     for parameter in parameters:
         parameter.data = parameter.data.float()
@@ -47,8 +54,10 @@ def load_lora_state(model, state: dict[str, torch.Tensor]) -> None:
     result = set_peft_model_state_dict(model, state)
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
-        raise TrainError(f"The checkpoint's LoRA does not fit this model ({len(unexpected)} unknown weights, e.g. "
-                         f"{unexpected[0]}); resume with the same model and LoRA settings, or start over.")
+        raise TrainError(
+            f"The checkpoint's LoRA does not fit this model ({len(unexpected)} unknown weights, e.g. "
+            f"{unexpected[0]}); resume with the same model and LoRA settings, or start over."
+        )
 
 
 def adapter_state(pipe, text_encoders: bool, new_tokens=None) -> dict[str, dict[str, torch.Tensor] | None]:

@@ -17,14 +17,16 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def out_of_memory_advice(batch_size: int, resolution: int, gradient_checkpointing: bool) -> str:
-    fixes = [f"set train_batch_size to {max(1, batch_size // 2)} (or \"auto\")"] if batch_size > 1 else []
+    fixes = [f'set train_batch_size to {max(1, batch_size // 2)} (or "auto")'] if batch_size > 1 else []
     if not gradient_checkpointing:
         fixes.append("set train_gradient_checkpointing=True")
-    fixes.append("use train_optimizer=\"adamw8bit\"" if batch_size == 1 else "raise train_gradient_accumulation instead")
+    fixes.append('use train_optimizer="adamw8bit"' if batch_size == 1 else "raise train_gradient_accumulation instead")
     if batch_size == 1 and gradient_checkpointing:
         fixes.append(f"lower resolution below {resolution}")
-    return (f"Out of GPU memory at train_batch_size={batch_size}, resolution {resolution}, gradient checkpointing "
-            f"{'on' if gradient_checkpointing else 'off'}: {', or '.join(fixes)}.")
+    return (
+        f"Out of GPU memory at train_batch_size={batch_size}, resolution {resolution}, gradient checkpointing "
+        f"{'on' if gradient_checkpointing else 'off'}: {', or '.join(fixes)}."
+    )
 
 
 def free_cached_memory(device: torch.device) -> None:
@@ -112,8 +114,11 @@ def agree_across_processes(accelerator, batch_size: int, checkpointing: bool, en
     return batch_size, checkpointing
 
 
-def batch_line(batch_size: int, accumulation: int, processes: int, checkpointing: bool, views: int, images: int,
-               flip: bool) -> str:
-    return (f"Batch size {batch_size} per step × {accumulation} accumulation × {processes} process(es); gradient "
-            f"checkpointing {'on' if checkpointing else 'off'}; {views} training views ({images} images"
-            f"{' + mirrored' if flip else ''}).")
+def batch_line(
+    batch_size: int, accumulation: int, processes: int, checkpointing: bool, views: int, images: int, flip: bool
+) -> str:
+    return (
+        f"Batch size {batch_size} per step × {accumulation} accumulation × {processes} process(es); gradient "
+        f"checkpointing {'on' if checkpointing else 'off'}; {views} training views ({images} images"
+        f"{' + mirrored' if flip else ''})."
+    )

@@ -30,5 +30,6 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig):
     """diffusers' learning-rate schedules (warmup, then constant / linear / cosine …), stepped once per optimizer step."""
     from diffusers.optimization import get_scheduler
 
-    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                         num_training_steps=config.steps)
+    return get_scheduler(
+        config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps, num_training_steps=config.steps
+    )

@@ -37,11 +37,14 @@ class NewTokenEmbeddings(nn.Module):
         self.tokens = list(tokens)
         self.rows = nn.ParameterDict()
         self._first_ids: dict[str, int] = {}
-        for key, tokenizer, encoder in zip(EMBEDDING_KEYS, (pipe.tokenizer, pipe.tokenizer_2),
-                                           (pipe.text_encoder, pipe.text_encoder_2), strict=True):
+        for key, tokenizer, encoder in zip(
+            EMBEDDING_KEYS, (pipe.tokenizer, pipe.tokenizer_2), (pipe.text_encoder, pipe.text_encoder_2), strict=True
+        ):
             if tokenizer.add_tokens(self.tokens) != len(self.tokens):
-                raise TrainError(f"The tokenizer already knows one of {self.tokens}; load a fresh pipeline "
-                                 "for every training run (the trainer does this itself when given a model name).")
+                raise TrainError(
+                    f"The tokenizer already knows one of {self.tokens}; load a fresh pipeline "
+                    "for every training run (the trainer does this itself when given a model name)."
+                )
             ids = tokenizer.convert_tokens_to_ids(self.tokens)
             if ids != list(range(ids[0], ids[0] + len(ids))):
                 raise TrainError(f"New tokens {self.tokens} did not get consecutive ids ({ids}).")
@@ -95,13 +98,27 @@ class TextPhases:
     every caption (and validation prompt) is encoded once, and the encoders leave the GPU.
     """
 
-    def __init__(self, pipe, captions, new_tokens: NewTokenEmbeddings | None, encoders_train: bool,
-                 pivotal_steps: int, validation_prompts: list[str], dtype: torch.dtype,
-                 autocast_dtype: torch.dtype | None, device: torch.device):
+    def __init__(
+        self,
+        pipe,
+        captions,
+        new_tokens: NewTokenEmbeddings | None,
+        encoders_train: bool,
+        pivotal_steps: int,
+        validation_prompts: list[str],
+        dtype: torch.dtype,
+        autocast_dtype: torch.dtype | None,
+        device: torch.device,
+    ):
         self.pipe, self.captions, self.new_tokens = pipe, captions, new_tokens
         self.encoders = [pipe.text_encoder, pipe.text_encoder_2]
         self.encoders_train, self.pivotal_steps = encoders_train, pivotal_steps
-        self.validation_prompts, self.dtype, self.autocast_dtype, self.device = validation_prompts, dtype, autocast_dtype, device
+        self.validation_prompts, self.dtype, self.autocast_dtype, self.device = (
+            validation_prompts,
+            dtype,
+            autocast_dtype,
+            device,
+        )
         self.validation_encoded = None  # the validation prompts' encodings, once the text side is final
 
     def live(self, step: int) -> bool:

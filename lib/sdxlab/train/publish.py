@@ -48,8 +48,10 @@ def prepare(work_dir: Path, output_dir: Path, resume_from: Path | None, say: Cal
     if work_dir.exists():
         found = ckpt.list_checkpoints(work_dir / "checkpoints")
         if found:
-            say(f"Discarding the unfinished training in {work_dir} (newest checkpoint {found[-1][1].name}): "
-                "this training starts over (train_resume=False).")
+            say(
+                f"Discarding the unfinished training in {work_dir} (newest checkpoint {found[-1][1].name}): "
+                "this training starts over (train_resume=False)."
+            )
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     if resume_from is not None:  # continuing a finished training: start from its files, as hard links
@@ -68,7 +70,9 @@ def prepare(work_dir: Path, output_dir: Path, resume_from: Path | None, say: Cal
 def publish(work_dir: Path, output_dir: Path) -> Path:
     """Replace `output_dir` by the complete training in `work_dir`, carrying over what no training wrote."""
     if not (work_dir / CONFIG_FILE).is_file():
-        raise RuntimeError(f"{work_dir} holds no {CONFIG_FILE}: it is not a complete training; this is a bug in sdxlab.")
+        raise RuntimeError(
+            f"{work_dir} holds no {CONFIG_FILE}: it is not a complete training; this is a bug in sdxlab."
+        )
     files.remove_stale_partials(work_dir)
     if output_dir.is_dir():
         written_by_training = result_names(output_dir) | result_names(work_dir)
@@ -86,8 +90,11 @@ def result_names(folder: Path) -> set[str]:
         config = json.loads((folder / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return names
-    names |= {config[key] for key in ("lora_file", "kohya_file", "embeddings_file")
-              if isinstance(config.get(key), str) and Path(config[key]).name == config[key]}
+    names |= {
+        config[key]
+        for key in ("lora_file", "kohya_file", "embeddings_file")
+        if isinstance(config.get(key), str) and Path(config[key]).name == config[key]
+    }
     return names
 
 
@@ -127,8 +134,9 @@ def write_loss_files(output_dir: Path, history: list[dict[str, float]]) -> tuple
 
     from sdxlab import plots
 
-    loss_csv = files.write_csv(output_dir / "loss.csv", pd.DataFrame(history, columns=[
-        "step", "loss", "lr", "samples_per_s", "elapsed_s"]))
+    loss_csv = files.write_csv(
+        output_dir / "loss.csv", pd.DataFrame(history, columns=["step", "loss", "lr", "samples_per_s", "elapsed_s"])
+    )
     figure = plots.loss_curve(history)
     loss_png = files.save_figure(output_dir / "loss.png", figure)
     plots.close(figure)
@@ -151,12 +159,28 @@ def finish(work_dir: Path, output_dir: Path, values: dict[str, Any], history: li
     return publish(work_dir, output_dir)  # the new training replaces the previous one whole
 
 
-def train_config_values(config, data_hash: str, batch_size: int, exported, tokens: list[str], wall_seconds: float,
-                        cost: str, history: list[dict[str, float]], processes: int) -> dict[str, Any]:
+def train_config_values(
+    config,
+    data_hash: str,
+    batch_size: int,
+    exported,
+    tokens: list[str],
+    wall_seconds: float,
+    cost: str,
+    history: list[dict[str, float]],
+    processes: int,
+) -> dict[str, Any]:
     """train_config.json: the parameters (`config_json`), the files exported, and how the training went."""
     values = config_json(config, data_hash, batch_size)
-    values.update(lora_file=exported.diffusers.name, kohya_file=exported.kohya.name,
-                  embeddings_file=exported.embeddings.name if exported.embeddings else None, tokens=tokens,
-                  dataset_hash=data_hash, wall_seconds=round(wall_seconds, 1), cost=cost,
-                  final_loss=history[-1]["loss"] if history else None, processes=processes)
+    values.update(
+        lora_file=exported.diffusers.name,
+        kohya_file=exported.kohya.name,
+        embeddings_file=exported.embeddings.name if exported.embeddings else None,
+        tokens=tokens,
+        dataset_hash=data_hash,
+        wall_seconds=round(wall_seconds, 1),
+        cost=cost,
+        final_loss=history[-1]["loss"] if history else None,
+        processes=processes,
+    )
     return values

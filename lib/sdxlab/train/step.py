@@ -53,8 +53,12 @@ def diffusion_loss(
     """The training loss of one micro-batch (a scalar that still carries the graph)."""
     noisy = noise_scheduler.add_noise(batch.latents, noise, timesteps)
     with torch.autocast(noisy.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        prediction = unet(noisy, timesteps, encoder_hidden_states=batch.prompt_embeds,
-                          added_cond_kwargs={"text_embeds": batch.pooled, "time_ids": batch.time_ids}).sample
+        prediction = unet(
+            noisy,
+            timesteps,
+            encoder_hidden_states=batch.prompt_embeds,
+            added_cond_kwargs={"text_embeds": batch.pooled, "time_ids": batch.time_ids},
+        ).sample
     prediction_type = noise_scheduler.config.prediction_type
     target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(batch.latents, noise, timesteps)
 
@@ -102,23 +106,35 @@ class TrainingStep:
     process: int = 0
 
     def draw(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = own_rows(int((~batch.is_prior).sum()), int(batch.is_prior.sum()), self.processes, self.process,
-                        self.device)
+        rows = own_rows(
+            int((~batch.is_prior).sum()), int(batch.is_prior.sum()), self.processes, self.process, self.device
+        )
         everyone = batch.latents.new_empty((len(batch.latents) * self.processes, *batch.latents.shape[1:]))
         noise = draw_noise(everyone, generator, self.noise_offset)[rows]
-        timesteps = draw_timesteps(len(everyone), self.noise_scheduler.config.num_train_timesteps, generator,
-                                   self.device)[rows]
+        timesteps = draw_timesteps(
+            len(everyone), self.noise_scheduler.config.num_train_timesteps, generator, self.device
+        )[rows]
         return noise, timesteps
 
     def loss(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, noise, timesteps) of one micro-batch; the loss still carries the graph."""
         noise, timesteps = self.draw(batch, generator)
-        loss = diffusion_loss(self.unet, self.noise_scheduler, batch, noise, timesteps, self.min_snr_gamma,
-                              self.prior_loss_weight, self.autocast_dtype)
+        loss = diffusion_loss(
+            self.unet,
+            self.noise_scheduler,
+            batch,
+            noise,
+            timesteps,
+            self.min_snr_gamma,
+            self.prior_loss_weight,
+            self.autocast_dtype,
+        )
         return loss, noise, timesteps
 
 
 def own_rows(subject: int, prior: int, processes: int, process: int, device) -> torch.Tensor:
     """Which rows of the global micro-batch (all processes' subject rows, then all their class rows) are ours."""
-    own = [process * subject + i for i in range(subject)] + [processes * subject + process * prior + i for i in range(prior)]
+    own = [process * subject + i for i in range(subject)] + [
+        processes * subject + process * prior + i for i in range(prior)
+    ]
     return torch.tensor(own, device=device)

@@ -33,12 +33,15 @@ def fill_prompt(template: str, tokens: list[str], class_word: str) -> str:
 def encode_validation_prompts(pipe, prompts: list[str], dtype: torch.dtype):
     """(prompt_embeds, pooled, negative_embeds, negative_pooled) for the prompts, on the UNet's device."""
     device = pipe.unet.device
-    embeds, pooled = encode_prompts([pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2], prompts)
+    embeds, pooled = encode_prompts(
+        [pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2], prompts
+    )
     if pipe.config.force_zeros_for_empty_prompt:  # SDXL's negative for "no negative prompt" is all zeros
         negative, negative_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
     else:
-        negative, negative_pooled = encode_prompts([pipe.tokenizer, pipe.tokenizer_2],
-                                                   [pipe.text_encoder, pipe.text_encoder_2], [""] * len(prompts))
+        negative, negative_pooled = encode_prompts(
+            [pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2], [""] * len(prompts)
+        )
     return tuple(t.to(device, dtype) for t in (embeds, pooled, negative, negative_pooled))
 
 
@@ -67,11 +70,16 @@ def render_validation(
             for index, prompt in enumerate(prompts):
                 generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
                 images = pipe(
-                    prompt_embeds=embeds[index : index + 1], pooled_prompt_embeds=pooled[index : index + 1],
+                    prompt_embeds=embeds[index : index + 1],
+                    pooled_prompt_embeds=pooled[index : index + 1],
                     negative_prompt_embeds=negative[index : index + 1],
                     negative_pooled_prompt_embeds=negative_pooled[index : index + 1],
-                    num_images_per_prompt=len(seeds), generator=generators, num_inference_steps=inference_steps,
-                    guidance_scale=guidance, height=resolution, width=resolution,
+                    num_images_per_prompt=len(seeds),
+                    generator=generators,
+                    num_inference_steps=inference_steps,
+                    guidance_scale=guidance,
+                    height=resolution,
+                    width=resolution,
                 ).images
                 for seed, image in zip(seeds, images, strict=True):
                     path = folder / f"step_{step:06d}" / f"prompt{index}_seed{seed}.png"
