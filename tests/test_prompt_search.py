@@ -36,7 +36,7 @@ from sdxlab.prompt_search.objective import (
     Objective,
     copy_reference,
 )
-from sdxlab.prompt_search.pareto import choose_on_front, pareto_figure, pareto_front
+from sdxlab.prompt_search.pareto import choose_on_front, pareto_figure, pareto_front, pareto_pictures_figure
 from sdxlab.prompt_search.proposers import (
     ProposalContext,
     ScoredPrompt,
@@ -709,3 +709,38 @@ def test_the_persons_choice_on_the_front_is_the_heldout_headline(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+def test_the_fronts_members_are_shown_as_pictures_with_their_scores_and_roles(tmp_path):
+    """One picture per member of the front (cached: image_for is asked for exactly those), captions with
+    likeness and meaning, the search's pick and the person's choice marked; other prompts are not drawn."""
+    intent = make_intent()
+    history = [scored(intent.start_prompt, 0.25, 0.95, 0)] + [
+        scored(name, clip_t, likeness)
+        for name, clip_t, likeness in [
+            ("wide", 0.30, 0.20),
+            ("mid", 0.29, 0.60),
+            ("beaten", 0.26, 0.50),
+            ("me", 0.27, 0.90),
+        ]
+    ]
+    search = IntentSearch(intent, history, round_summaries(history))
+    asked = []
+
+    def image_for(prompt, seed, recipe=None):
+        asked.append((prompt, seed))
+        return Image.new("RGB", (8, 8), (len(prompt) * 9 % 255, 0, 0))
+
+    figure = pareto_pictures_figure([search], image_for, seed=3, min_likeness=0.85)
+    front = [item.prompt for item in pareto_front(history)]
+    assert asked == [(prompt, 3) for prompt in front] and "beaten" not in front
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    assert len(titles) == len(front) and all("likeness" in t and "meaning" in t for t in titles)
+    pick = search.best()[0].prompt  # "mid": 0.29 + 0.05 x 0.60 is the highest total
+    assert [t.split("\n")[1] for t in titles if "SEARCH'S PICK" in t] == [pick] == ["mid"]
+    assert any("YOUR CHOICE" in t and "me" in t.split("\n")[1] for t in titles)
+    many = [scored(f"p{index}", 0.2 + index / 100, 1 - index / 20) for index in range(12)]
+    wide = IntentSearch(intent, many, round_summaries(many))
+    asked.clear()
+    pareto_pictures_figure([wide], image_for, seed=0, max_members=5)
+    assert len(asked) == 5 and asked[0][0] == "p11" and asked[-1][0] == "p0", "spread over the front, ends kept"

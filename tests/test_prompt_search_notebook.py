@@ -111,7 +111,7 @@ def test_likeness_uses_the_calibration_04_stored(demo_run, search_folder):
 
 
 def test_notebook_shows_plots_and_ends_with_prompts_to_paste(demo_run, search_folder):
-    for name in ("leaderboard.png", "heldout_grid.png"):
+    for name in ("leaderboard.png", "heldout_grid.png", "pareto.png", "pareto_front.png"):
         assert (search_folder / name).stat().st_size > 10_000
     notebook = nbformat.read(demo_run.notebooks / "05_prompt_search.ipynb", as_version=4)
     paste_cell = next(cell for cell in notebook.cells if cell.cell_type == "code" and "paste_ready" in cell.source)

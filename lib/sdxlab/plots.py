@@ -32,7 +32,7 @@ def image_grid(
     )
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
-        if index >= len(images):
+        if index >= len(images) or images[index] is None:  # None: an empty cell (keeps rows aligned)
             continue
         axis.imshow(images[index], cmap="gray" if getattr(images[index], "mode", "") == "L" else None)
         if captions is not None:

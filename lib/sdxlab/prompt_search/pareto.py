@@ -118,3 +118,47 @@ def pareto_figure(searches, min_likeness: float | None = None, note: str | None 
         figure.suptitle(note, fontsize=9, color="firebrick")
     figure.tight_layout()
     return figure
+
+
+def pareto_pictures_figure(
+    searches, image_for, seed: int, min_likeness: float | None = None, note: str | None = None, max_members: int = 8
+):
+    """The front's members as pictures (one row per intent, by rising likeness) on the first search seed.
+
+    `image_for(prompt, seed, recipe)` returns the cached picture, so drawing this generates nothing new. Each
+    caption gives the member's likeness and meaning (means over the search seeds) and says which member is the
+    search's pick by total and which your choice with `min_likeness`.
+    """
+    from sdxlab.plots import image_grid
+
+    images, captions, colors = [], [], []
+    columns = 1
+    rows = []
+    for search in searches:
+        history = [item for item in search.history if LIKENESS in item.scores and MEANING in item.scores]
+        front = pareto_front(history)
+        if len(front) > max_members:  # evenly spread over the front, both ends kept
+            step = (len(front) - 1) / (max_members - 1)
+            front = [front[round(index * step)] for index in range(max_members)]
+        rows.append((search, front))
+        columns = max(columns, len(front))
+    for search, front in rows:
+        pick = search.best()[0]
+        chosen = choose_on_front(pareto_front(search.history), min_likeness) if min_likeness is not None else None
+        for item in front:
+            role = " · YOUR CHOICE" if chosen is not None and item.key == chosen.key else ""
+            role += " · SEARCH'S PICK" if item.key == pick.key else ""
+            prompt = "\n".join(textwrap.wrap(textwrap.shorten(item.prompt, 72, placeholder=" …"), 36))
+            captions.append(
+                f"likeness {item.scores[LIKENESS]:.2f} · meaning {item.scores[MEANING]:.3f}{role}\n{prompt}"
+            )
+            images.append(image_for(item.prompt, seed, item.recipe))
+            colors.append("firebrick" if role else "black")
+        for _ in range(columns - len(front)):  # keep one intent per row
+            images.append(None)
+            captions.append("")
+            colors.append("black")
+    title = f"The front's prompts on search seed {seed}, from most meaning (left) to most likeness (right)"
+    if note:
+        title += f"\n{note}"
+    return image_grid(images, captions, columns=columns, title=title, cell_inches=2.6, caption_colors=colors)
