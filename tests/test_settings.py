@@ -274,3 +274,18 @@ def test_settings_command_checks_the_cells_and_the_tiny_model_name_is_the_loader
         [sys.executable, "-m", "sdxlab.settings", "--check"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_start_prompts_pair_with_intents_in_order_and_missing_ones_start_from_the_intent():
+    from sdxlab.prompt_search.settings import PromptSearchSettings
+
+    two = ["a photo of {subject} on Mars", "{subject} painted by Vermeer"]
+    assert PromptSearchSettings(intents=two, start_prompts=["sks mars"]).intent_start_pairs() == [
+        (two[0], "sks mars"),
+        (two[1], None),
+    ]
+    assert PromptSearchSettings(intents=two[:1], start_prompts="").intent_start_pairs() == [(two[0], None)]
+    assert PromptSearchSettings(intents=two, start_prompts=["", "sks vermeer"]).intent_start_pairs()[1] == (
+        two[1],
+        "sks vermeer",
+    )

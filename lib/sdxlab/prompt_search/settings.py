@@ -244,3 +244,11 @@ class PromptSearchSettings(Settings):
 
     def start_prompt_list(self) -> list[str]:
         return self.start_prompts if isinstance(self.start_prompts, list) else [self.start_prompts]
+
+    def intent_start_pairs(self) -> list[tuple[str, str | None]]:
+        """Each intent with your starting prompt for it: the start prompts pair with the intents in order; a
+        missing or empty one is None (the search then starts from the intent itself)."""
+        starts = self.start_prompt_list()
+        return [
+            (text, (starts[index] or None) if index < len(starts) else None) for index, text in enumerate(self.intents)
+        ]
