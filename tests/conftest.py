@@ -56,53 +56,24 @@ def demo_run(tmp_path_factory) -> RunLayout:
 
 # --- faces (capture, evaluate): a real photo of six different people, fetched once from PyPI --------------
 
-INSIGHTFACE_WHEEL = "insightface==2.1"  # a pure-Python wheel that carries insightface/data/images/t1.jpg
-
 
 @pytest.fixture(scope="session")
-def group_photo(request):
+def group_photo():
     """insightface's t1.jpg (1280x886, six different people) as a PIL image, or skip when PyPI is unreachable.
 
     The photo's own licence is not stated, so it is read from the downloaded wheel at test time rather than
-    committed. The wheel is cached under $SDXLAB_CACHE or pytest's cache folder, so it is fetched once.
+    committed: the library's own fetch (`sdxlab.evaluate.other_people.group_photo_path`, sha256-checked and
+    cached under $SDXLAB_CACHE or ~/.cache/sdxlab), so tests and 04_evaluate share one download.
     """
-    import io
-    import os
-    import subprocess
-    import sys
-    import zipfile
-
     from PIL import Image
 
-    cache = Path(os.environ["SDXLAB_CACHE"]) / "insightface" if os.environ.get("SDXLAB_CACHE") else None
-    folder = cache or Path(request.config.cache.mkdir("insightface"))
-    folder.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(folder.glob("insightface-*.whl"))
-    if not wheels:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            INSIGHTFACE_WHEEL,
-            "-d",
-            str(folder),
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        try:
-            subprocess.run(command, check=True, capture_output=True, timeout=120)
-        except (subprocess.SubprocessError, OSError) as error:
-            pytest.skip(
-                f"could not download {INSIGHTFACE_WHEEL} from PyPI for its group photo ({error}); needs network"
-            )
-        wheels = sorted(folder.glob("insightface-*.whl"))
-    with zipfile.ZipFile(wheels[-1]) as wheel:
-        image = Image.open(io.BytesIO(wheel.read("insightface/data/images/t1.jpg")))
-        image.load()
-    return image.convert("RGB")
+    from sdxlab.evaluate.other_people import group_photo_path
+
+    path, note = group_photo_path()
+    if path is None:
+        pytest.skip(f"{note} (the group photo needs PyPI once)")
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 # --- train (02_train): a small dataset folder in the capture stage's format, built without capture ---------

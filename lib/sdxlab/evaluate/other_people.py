@@ -9,12 +9,7 @@ folder of photos of other people instead: every confident face in every image th
 
 from __future__ import annotations
 
-import hashlib
 import io
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +18,7 @@ import numpy as np
 from sdxlab import files
 from sdxlab.evaluate.inputs import IMAGE_SUFFIXES, open_rgb
 from sdxlab.models import cache_dir
+from sdxlab.wheels import WheelUnavailable, read_wheel_member, sha256
 
 INSIGHTFACE_WHEEL = "insightface==2.1"  # a pure-Python wheel (1.2 MB) that carries the group photo
 GROUP_PHOTO_MEMBER = "insightface/data/images/t1.jpg"
@@ -41,35 +37,18 @@ class OtherPeople:
 def group_photo_path(download: bool = True, timeout: float = 120) -> tuple[Path | None, str]:
     """The cached group photo (downloading the wheel once if allowed), and a note when it is unavailable."""
     target = cache_dir() / "other-people" / "insightface-2.1-t1.jpg"
-    if target.is_file() and _sha256(target.read_bytes()) == GROUP_PHOTO_SHA256:
+    if target.is_file() and sha256(target.read_bytes()) == GROUP_PHOTO_SHA256:
         return target, ""
     if not download:
         return None, "The default other-people photo is not cached and downloading was turned off."
-    with tempfile.TemporaryDirectory(prefix="sdxlab-insightface-") as folder:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            INSIGHTFACE_WHEEL,
-            "-d",
-            folder,
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        try:
-            subprocess.run(command, check=True, capture_output=True, timeout=timeout)
-            wheel = next(Path(folder).glob("insightface-*.whl"))
-            with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(GROUP_PHOTO_MEMBER)
-        except (subprocess.SubprocessError, OSError, StopIteration, KeyError, zipfile.BadZipFile) as error:
-            return None, (
-                f"Could not fetch the default other-people photo ({INSIGHTFACE_WHEEL} from PyPI: "
-                f"{type(error).__name__}); is there network? Pass evaluate_other_people_dir instead."
-            )
-    if _sha256(data) != GROUP_PHOTO_SHA256:
+    try:
+        data = read_wheel_member(INSIGHTFACE_WHEEL, GROUP_PHOTO_MEMBER, timeout)
+    except WheelUnavailable as error:
+        return None, (
+            f"Could not fetch the default other-people photo ({INSIGHTFACE_WHEEL} from PyPI: "
+            f"{error}); is there network? Pass evaluate_other_people_dir instead."
+        )
+    if sha256(data) != GROUP_PHOTO_SHA256:
         return None, f"The group photo in {INSIGHTFACE_WHEEL} is not the expected file; it was not used."
     return files.write_bytes(target, data), ""
 
@@ -141,7 +120,3 @@ def group_photo_faces(download: bool = True) -> list:
             )
         )
     return crops
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

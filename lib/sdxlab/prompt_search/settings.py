@@ -200,14 +200,7 @@ class PromptSearchSettings(Settings):
 
     @property
     def generation(self) -> GenerationSettings:
-        return GenerationSettings(
-            steps=self.steps,
-            guidance=self.guidance,
-            scheduler=self.scheduler,
-            negative_prompt=self.negative_prompt,
-            lora_scale=self.lora_scale,
-            batch_size=self.batch_size,
-        )
+        return GenerationSettings.of(self)
 
     def intent_splitter(self):
         """None for the rule splitter; with "language_model", a splitter that asks the endpoint proposer's model

@@ -64,11 +64,4 @@ class SampleSettings(Settings):
 
     @property
     def generation(self) -> GenerationSettings:
-        return GenerationSettings(
-            steps=self.steps,
-            guidance=self.guidance,
-            scheduler=self.scheduler,
-            negative_prompt=self.negative_prompt,
-            lora_scale=self.lora_scale,
-            batch_size=self.batch_size,
-        )
+        return GenerationSettings.of(self)

@@ -9,7 +9,7 @@ generator) are this class's defaults.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from sdxlab.settings.base import Settings, setting
 
@@ -33,6 +33,11 @@ class GenerationSettings(Settings):
     batch_size: int = setting(
         1, "images per UNet call; lower it if the GPU runs out of memory (pictures do not depend on it)", minimum=1
     )
+
+    @classmethod
+    def of(cls, stage: Settings) -> GenerationSettings:
+        """The generation settings a stage declares under the same field names (`steps`, `guidance`, ...)."""
+        return cls(**{item.name: getattr(stage, item.name) for item in fields(cls)})
 
     def kwargs(self) -> dict:
         """As keyword arguments of `Sampler.generate`."""
