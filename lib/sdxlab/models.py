@@ -41,7 +41,7 @@ TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline rando
 PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth", ".pkl"}
 
 # Bump when the tiny model's shape changes, so an old cache is never loaded by new code.
-TINY_MODEL_VERSION = 2
+TINY_MODEL_VERSION = 3
 # The tiny model's native resolution: what the demo profile trains and samples at.
 TINY_RESOLUTION = 128
 
@@ -304,56 +304,69 @@ def write_sdxl_config(folder: Path, architecture: dict[str, Any]) -> None:
 
 
 def tiny_sdxl(path: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
-    """Build (once) and return the folder of a tiny random-weight SDXL pipeline with SDXL's real structure.
+    """Build (once) and return the folder of the tiny offline SDXL pipeline with SDXL's real structure.
 
     Two CLIP text encoders whose penultimate hidden states are concatenated for cross-attention, the pooled
-    projection of the second one plus six time ids in `text_time` conditioning, a 4-level VAE with the real
-    scaling factor, and the real CLIP BPE tokenizer. Its images are noise: it proves plumbing, never quality.
+    projection of the second one plus six time ids in `text_time` conditioning, an AutoencoderKL (three levels:
+    4x downsampling) and the real CLIP BPE tokenizer. The VAE and UNet carry the weights pretrained by
+    `data/make_tiny_base.py` on openly licensed pictures without people (`sdxlab.tiny_base`, shipped as
+    `sdxlab/data/tiny_base.safetensors`); the text encoders are random. It makes toy pictures, never good ones.
     """
-    folder = Path(path) if path is not None else cache_dir() / f"tiny-sdxl-v{TINY_MODEL_VERSION}"
+    from sdxlab import tiny_base
+
+    if not tiny_base.BASE_FILE.exists():
+        raise ModelLoadError(
+            f"The tiny model's pretrained weights {tiny_base.BASE_FILE} are missing; reinstall sdxlab, "
+            "or rebuild them with `.venv/bin/python data/make_tiny_base.py`."
+        )
+    # the weights' hash in the name: rebuilt weights never meet a stale cache
+    name = f"tiny-sdxl-v{TINY_MODEL_VERSION}-{tiny_base.base_file_digest()[:10]}"
+    folder = Path(path) if path is not None else cache_dir() / name
     if (folder / "model_index.json").exists():
         return folder
+    pipe = build_tiny_pipeline(seed=seed)
+    tiny_base.load_base(pipe.vae, pipe.unet)
     with files.atomic_folder(folder) as staging:
-        build_tiny_pipeline(seed=seed).save_pretrained(staging, safe_serialization=True)
+        pipe.save_pretrained(staging, safe_serialization=True)
     return folder
 
 
-def build_tiny_pipeline(seed: int = 0):
-    """The tiny pipeline in memory (random weights, fp32)."""
+def build_tiny_pipeline(seed: int = 0, *, vae_scaling_factor: float | None = None):
+    """The tiny pipeline in memory with random weights (fp32); `tiny_sdxl` loads the pretrained VAE and UNet into it."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdxlab import tiny_base
 
     architecture = load_architecture()
     torch.manual_seed(seed)
     text_width_1, text_width_2, time_embed = 32, 64, 16
+    vae_blocks = tiny_base.VAE_BLOCKS
     unet = UNet2DConditionModel(
-        sample_size=TINY_RESOLUTION // 8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 1),
+        sample_size=TINY_RESOLUTION // 2 ** (len(vae_blocks) - 1),
+        in_channels=tiny_base.LATENT_CHANNELS,
+        out_channels=tiny_base.LATENT_CHANNELS,
+        **tiny_base.UNET_SHAPE,
         use_linear_projection=True,
         cross_attention_dim=text_width_1 + text_width_2,  # both encoders' hidden states, concatenated
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed,
         projection_class_embeddings_input_dim=text_width_2 + 6 * time_embed,  # pooled text + 6 time ids
-        norm_num_groups=16,
     )
+    if vae_scaling_factor is None:
+        vae_scaling_factor = tiny_base.stored_scaling_factor()
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        block_out_channels=(16, 16, 32, 32),  # four levels: 8x downsampling, like SDXL's VAE
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=vae_blocks,  # three levels: 4x downsampling, so a 128 px face survives the round trip
+        down_block_types=("DownEncoderBlock2D",) * len(vae_blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_blocks),
         layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=16,
+        latent_channels=tiny_base.LATENT_CHANNELS,
+        norm_num_groups=8,
         sample_size=TINY_RESOLUTION,
-        scaling_factor=architecture["vae"]["scaling_factor"],
+        scaling_factor=vae_scaling_factor,  # measured on the pretraining pictures, as SDXL's 0.13025 was
+        mid_block_add_attention=False,
         force_upcast=True,
     )
     common = dict(
@@ -380,7 +393,11 @@ def build_tiny_pipeline(seed: int = 0):
             hidden_size=text_width_2, intermediate_size=128, projection_dim=text_width_2, hidden_act="gelu", **common
         )
     )
-    scheduler = EulerDiscreteScheduler.from_config(architecture["scheduler"])
+    # v-prediction (SDXL's noise schedule otherwise): at high noise the UNet predicts the picture itself, so a
+    # small model trained briefly still lays out a face from pure noise; with epsilon prediction its tiny errors
+    # there grow 200-fold in the picture and the demo drew texture (measured 2026-12-01). The trainer and the
+    # samplers take the prediction type from this config, as they do for SDXL v-prediction fine-tunes.
+    scheduler = EulerDiscreteScheduler.from_config(architecture["scheduler"], prediction_type="v_prediction")
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
