@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from sdxlab.labels import is_random_weights
 from sdxlab.models import TINY_RESOLUTION, choose_placement, load_pipeline
 from sdxlab.sample import Sampler
 from sdxlab.sample.sampler import ADAPTER_NAME
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     placement = choose_placement(args.device)
     on_gpu = placement.device.type == "cuda"
     model = args.model or ("random-sdxl" if on_gpu else "tiny")
-    resolution = args.resolution or (TINY_RESOLUTION if model == "tiny" else 1024)
+    resolution = args.resolution or (TINY_RESOLUTION if is_random_weights(model) else 1024)
     repeats = args.repeats or (2 if on_gpu else 3)
     print(
         f"Device: {device_name(placement.device)}; model: {model} (random weights) at {resolution}×{resolution}, "

@@ -49,6 +49,7 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageDraw
 
 from sdxlab.files import write_image, write_jsonl
+from sdxlab.labels import is_random_weights
 from sdxlab.models import TINY_RESOLUTION, choose_placement, load_pipeline
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.set_verbosity_error()  # keep the table readable
     placement = choose_placement(args.device)
     model = args.model or ("random-sdxl" if placement.device.type == "cuda" else "tiny")
-    resolution = args.resolution or (TINY_RESOLUTION if model == "tiny" else 1024)
+    resolution = args.resolution or (TINY_RESOLUTION if is_random_weights(model) else 1024)
     print(
         f"Device: {device_name(placement.device)}; model: {model} at {resolution}×{resolution}, "
         f"{placement.dtype}; {args.warmup} warm-up + {args.steps} timed steps.",

@@ -267,7 +267,7 @@ def test_every_declared_parameter_has_help_and_a_default_that_passes_its_own_che
 
 
 def test_settings_command_checks_the_cells_and_the_tiny_model_name_is_the_loaders():
-    from sdxlab.models import TINY_MODEL
+    from sdxlab.labels import TINY_MODEL
 
     assert CommonSettings().model == TINY_MODEL
     result = subprocess.run(

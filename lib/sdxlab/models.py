@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from sdxlab import files
+from sdxlab.labels import TINY_MODEL
 
 
 class _PilFallbackNotice(logging.Filter):
@@ -37,7 +38,6 @@ class _PilFallbackNotice(logging.Filter):
 logging.getLogger("transformers.utils.import_utils").addFilter(_PilFallbackNotice())
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
-TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline random-weight model
 PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth", ".pkl"}
 
 # Bump when the tiny model's shape changes, so an old cache is never loaded by new code.

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-RANDOM_WEIGHTS_NOTE = "tiny random-weight model: numbers prove plumbing, not image quality"
-
 
 def image_grid(
     images: Sequence,

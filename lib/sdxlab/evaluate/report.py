@@ -26,8 +26,9 @@ from sdxlab.evaluate.diversity import mean_distance_within_groups
 from sdxlab.evaluate.inputs import checkpoint_step, find_samples, open_rgb, photo_sources, training_photos
 from sdxlab.evaluate.likeness import POSE_FEATURES, Calibration, LikenessUnavailable, compare, read_face
 from sdxlab.evaluate.scorers import ClipAlignmentScorer, LikenessScorer, intent_text
+from sdxlab.labels import RANDOM_WEIGHTS_NOTE, is_random_weights
 from sdxlab.layout import RunLayout
-from sdxlab.models import TINY_MODEL, ModelLoadError
+from sdxlab.models import ModelLoadError
 
 PER_IMAGE_COLUMNS = (
     "file",
@@ -100,10 +101,6 @@ CALIBRATION_KEYS = (
     "copy_threshold",
     "notes",
 )
-RANDOM_IMAGES_NOTE = (
-    "The images come from a tiny random-weight model: every number here proves the plumbing "
-    "works, none says anything about quality."
-)
 RANDOM_CLIP_NOTE = (
     "CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
     "meaningless; use a real CLIP model (the clip_model parameter) for real numbers."
@@ -150,7 +147,7 @@ def evaluate_run(
     tokens = [str(token) for token in config.get("tokens") or []]
     subject = [subject_token, "".join(tokens), *tokens] if tokens else subject_token
     if random_images is None:
-        random_images = TINY_MODEL in (model, config.get("model"))
+        random_images = is_random_weights(model, config.get("model"))
     return evaluate_folder(
         samples_dir or layout.samples,
         layout.metrics,
@@ -444,7 +441,7 @@ def build_summary(
     dataset_dir,
     training_photos: int | None = None,
 ) -> dict[str, Any]:
-    warnings = ([RANDOM_IMAGES_NOTE] if random_images else []) + (
+    warnings = ([RANDOM_WEIGHTS_NOTE] if random_images else []) + (
         [RANDOM_CLIP_NOTE] if clip_meaningful is False else []
     )
     per_checkpoint = {}

@@ -14,8 +14,6 @@ from sdxlab.prompt_search.heldout import HeldoutResult
 from sdxlab.prompt_search.objective import TOTAL
 from sdxlab.prompt_search.search import SearchResult
 
-MEANINGLESS = "random-weight models: these scores are meaningless (they prove the plumbing, not the prompts)"
-
 
 def leaderboard_figure(result: SearchResult, note: str | None = None):
     """Best-so-far and median score of each round, one panel per intent."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdxlab.labels import TINY_MODEL
 from sdxlab.layout import RUN_NAME
 from sdxlab.settings.base import Settings, setting
-
-TINY_MODEL = "tiny"  # the offline random-weight SDXL (sdxlab.models.TINY_MODEL says the same)
 
 
 def _run_name(value: str) -> str | None:
