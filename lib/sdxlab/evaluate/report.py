@@ -29,6 +29,7 @@ from sdxlab.evaluate.scorers import ClipAlignmentScorer, LikenessScorer, intent_
 from sdxlab.labels import RANDOM_WEIGHTS_NOTE, is_random_weights
 from sdxlab.layout import RunLayout
 from sdxlab.models import ModelLoadError
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 
 PER_IMAGE_COLUMNS = (
     "file",
@@ -132,7 +133,7 @@ def evaluate_run(
     samples_dir: str | Path | None = None,
     dataset_dir: str | Path | None = None,
     model: str | None = None,
-    subject_token: str = "sks",
+    subject_token: str = SUBJECT_TOKEN,
     random_images: bool | None = None,
     **options: Any,
 ) -> Evaluation:
@@ -175,8 +176,8 @@ def evaluate_folder(
     clip_model: str = DEFAULT_CLIP_MODEL,
     prompt: str | None = None,
     other_people_dir: str | Path | None = None,
-    subject_token: str | Sequence[str] = "sks",
-    class_word: str = "person",
+    subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+    class_word: str = CLASS_WORD,
     device: str = "auto",
     random_images: bool = False,
     upsample: int = 1,

@@ -28,6 +28,7 @@ from sdxlab.layout import RunLayout, resolve_path
 from sdxlab.models import DEFAULT_MODEL, PICKLE_SUFFIXES, ModelLoadError, load_pipeline, resolve_model
 from sdxlab.sample.infotext import lora_short_hash, model_short_hash
 from sdxlab.sample.prompts import fill_subject
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 from sdxlab.settings.generation import DEFAULTS, SCHEDULER_NAMES
 
 ADAPTER_NAME = "subject"  # the peft adapter name the Sampler gives the LoRA it loads
@@ -79,8 +80,8 @@ class Sampler:
     def __init__(
         self,
         pipe,
-        subject_token: str = "sks",
-        class_word: str = "person",
+        subject_token: str = SUBJECT_TOKEN,
+        class_word: str = CLASS_WORD,
         tokens: Sequence[str] | None = None,
         *,
         model: str | None = None,
@@ -136,8 +137,8 @@ class Sampler:
         pipe = load_pipeline(model, device=device, allow_pickle=allow_pickle)
         sampler = cls(
             pipe,
-            subject_token=config.get("subject_token", "sks"),
-            class_word=config.get("class_word", "person"),
+            subject_token=config.get("subject_token", SUBJECT_TOKEN),
+            class_word=config.get("class_word", CLASS_WORD),
             model=str(model),
             fuse_lora=fuse_lora,
             notes=notes,
