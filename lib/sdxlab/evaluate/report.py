@@ -505,14 +505,14 @@ def _json_safe(value: Any) -> Any:
 
 def write_evaluation(evaluation: Evaluation, metrics_dir: Path) -> Path:
     """per_image.csv, the plots and summary.json (last, so a complete summary means a complete folder)."""
-    from sdxlab import plots
+    from sdxlab.plots import close
 
     metrics_dir.mkdir(parents=True, exist_ok=True)
     files.write_csv(metrics_dir / "per_image.csv", evaluation.per_image)
     written = ["per_image.csv"]
     for name, figure in evaluation_figures(evaluation).items():
         files.save_figure(metrics_dir / f"{name}.png", figure)
-        plots.close(figure)
+        close(figure)
         written.append(f"{name}.png")
     evaluation.summary["files"] = [*written, "summary.json"]
     files.write_json(metrics_dir / "summary.json", evaluation.summary)
@@ -522,7 +522,7 @@ def write_evaluation(evaluation: Evaluation, metrics_dir: Path) -> Path:
 
 def evaluation_figures(evaluation: Evaluation) -> dict[str, Any]:
     """The figures worth drawing for this evaluation, by file stem (those without data are left out)."""
-    from sdxlab import plots
+    from sdxlab.evaluate import plots
 
     frame, note = evaluation.per_image, evaluation.summary.get("note", "")
     figures = {}
@@ -540,7 +540,7 @@ def evaluation_figures(evaluation: Evaluation) -> dict[str, Any]:
 
 def best_and_worst_gallery(evaluation: Evaluation, count: int = 4):
     """The `count` best and worst images by combined score, captioned with their scores."""
-    from sdxlab import plots
+    from sdxlab.evaluate import plots
 
     frame = evaluation.per_image
     ordered = frame.sort_values("combined_score", ascending=False, na_position="last")
@@ -600,7 +600,7 @@ def compare_runs(*runs: str | Path, outputs_dir: str | Path | None = None, by: s
     "prompt", "lora_scale" or "checkpoint" (one row per run and group). Runs not evaluated yet are named in
     `notes` and left out.
     """
-    from sdxlab import plots
+    from sdxlab.evaluate import plots
 
     sections = {"overall": None, "prompt": "per_prompt", "lora_scale": "per_lora_scale", "checkpoint": "per_checkpoint"}
     if by not in sections:

@@ -6,7 +6,8 @@
 - `evaluation`: prompt + seed -> cached picture -> scores.
 - `search`: the loop (rounds, top-k, fixed seeds, budgets, resume from candidates.csv).
 - `heldout`: the check on seeds the search never saw: paired t-interval, permutation test, Holm.
-- `report`: leaderboard plot, held-out grid, best_prompts.json, prompts ready to paste.
+- `report`: best_prompts.json, heldout.csv, prompts ready to paste.
+- `plots`: the leaderboard, the likeness x meaning front (plot and pictures), the held-out grid.
 """
 
 from sdxlab.prompt_search.evaluation import ImageCache, ImageEvaluator, SamplerGenerator

@@ -132,23 +132,25 @@ def read_history(loss_csv: Path, up_to_step: int) -> list[dict[str, float]]:
 def write_loss_files(output_dir: Path, history: list[dict[str, float]]) -> tuple[Path, Path]:
     import pandas as pd
 
-    from sdxlab import plots
+    from sdxlab.plots import close
+    from sdxlab.train.plots import loss_curve
 
     loss_csv = files.write_csv(
         output_dir / "loss.csv", pd.DataFrame(history, columns=["step", "loss", "lr", "samples_per_s", "elapsed_s"])
     )
-    figure = plots.loss_curve(history)
+    figure = loss_curve(history)
     loss_png = files.save_figure(output_dir / "loss.png", figure)
-    plots.close(figure)
+    close(figure)
     return loss_csv, loss_png
 
 
 def write_validation_grid(output_dir: Path, validation: list) -> Path:
-    from sdxlab import plots
+    from sdxlab.plots import close
+    from sdxlab.train.plots import validation_over_time
 
-    figure = plots.validation_over_time(validation)
+    figure = validation_over_time(validation)
     path = files.save_figure(output_dir / "validation_grid.png", figure)
-    plots.close(figure)
+    close(figure)
     return path
 
 
