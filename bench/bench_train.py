@@ -10,7 +10,7 @@
     on what PyTorch may allocate (16 / 10 GiB), so they meet the limits of a card of that size.
 
 On a GPU the model is a randomly initialised SDXL with the exact SDXL-base-1.0 architecture at 1024×1024
-(`sdxlab.random_sdxl`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
+(`sdxlab.sdxl.random_weights`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
 samples/s and memory are real, the losses and pictures mean nothing.
 
 samples/s is the steady state: the timed steps after the warm-up steps (for sdxlab, timed from the trainer's
@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def fresh_pipeline(model: str, placement):
     """A new pipeline for one recipe run (each run adds its own adapters, so none is reused)."""
     if model == "random-sdxl":
-        from sdxlab.random_sdxl import build_random_sdxl
+        from sdxlab.sdxl.random_weights import build_random_sdxl
 
         return build_random_sdxl(placement.device, placement.dtype)  # built on the GPU: seconds, no 7 GB download
     return load_pipeline(model, device=placement.device, dtype=placement.dtype)

@@ -95,7 +95,7 @@ def test_library_generation_defaults_are_the_declared_ones():
     """Sampler.generate, generate_pairs, the playground and the search's generator had four sets of defaults."""
     from sdxlab.prompt_search.evaluation import SamplerGenerator
     from sdxlab.sample import SCHEDULERS, Sampler
-    from sdxlab.widgets import Playground
+    from sdxlab.sample.playground import Playground
 
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
     for function in (Sampler.generate, Sampler.generate_pairs, Playground.__init__, SamplerGenerator.__init__):

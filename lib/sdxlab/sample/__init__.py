@@ -7,6 +7,7 @@
 - `plots`: the labelled grids (`prompt_seed_grid`, `lora_scale_grid`, `checkpoint_grid`).
 - `checkpoints`: the same prompts with the LoRA of each training checkpoint (likeness over training).
 - `cuda_graphs`: an optional UNet replayed from CUDA graphs (GPU only, off by default).
+- `playground`: the interactive prompt panel (ipywidgets; imported by 03 only when shown).
 """
 
 from sdxlab.sample.checkpoints import checkpoint_loras, generate_per_checkpoint, why_no_checkpoint_samples
