@@ -35,7 +35,16 @@ class _PilFallbackNotice(logging.Filter):
         return "requires torchvision (not installed); falling back" not in record.getMessage()
 
 
-logging.getLogger("transformers.utils.import_utils").addFilter(_PilFallbackNotice())
+def hide_torchvision_notice() -> None:
+    """Install (once per process) the filter that drops transformers' torchvision notice.
+
+    Called by whatever imports diffusers' SDXL pipeline (whose import triggers the notice), not at import of
+    this module, so importing sdxlab changes no logging configuration.
+    """
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(existing, _PilFallbackNotice) for existing in logger.filters):
+        logger.addFilter(_PilFallbackNotice())
+
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth", ".pkl"}
@@ -119,6 +128,7 @@ def load_pipeline(
     The pipeline is moved to the chosen device and dtype; with fp16 the VAE stays in fp32 so it cannot
     overflow into black images.
     """
+    hide_torchvision_notice()
     from diffusers import StableDiffusionXLPipeline
 
     placement = choose_placement(device, dtype)
