@@ -222,7 +222,7 @@ def part_equivalence(check: Check) -> dict:
     from diffusers import DDPMScheduler
 
     from sdxlab.train import TrainConfig
-    from sdxlab.train.graphed import compare_with_eager
+    from sdxlab.train.graphed import CapturedStep, compare_with_eager
     from sdxlab.train.lora import add_unet_lora
     from sdxlab.train.step import Batch
 
@@ -260,16 +260,16 @@ def part_equivalence(check: Check) -> dict:
         )
 
     steps = [[batch(seed)] for seed in range(4)]
-    report = compare_with_eager(
+    runner = CapturedStep(
         unet,
         DDPMScheduler.from_config(pipe.scheduler.config),
         trainable,
         config,
         autocast,
         check.device,
-        steps,
         capture=None if check.device.type == "cuda" else False,
     )
+    report = compare_with_eager(runner, steps)
     report["note"] = (
         "random weights and random inputs; CPU dry run: no capture, fp32"
         if check.dry

@@ -40,36 +40,15 @@ def likeness_calibration(calibration, generated: Sequence[float], note: str = ""
         if values:
             axis.scatter(values, height + jitter.uniform(-0.15, 0.15, len(values)), color=color, s=22, alpha=0.8)
         else:
-            axis.text(
-                0.5,
-                height,
-                "none available",
-                transform=axis.get_yaxis_transform(),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="gray",
-            )
+            _gray_label(axis, 0.5, height, "none available", ha="center", va="center", fontsize=8)
     axis.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     axis.set_ylim(-0.6, len(rows) - 0.4)
     axis.set_xlabel("identity similarity to the training photos' centroid (cosine of dlib descriptors)")
     if calibration.known:
-        axis.text(
-            calibration.floor.mean,
-            len(rows) - 0.45,
-            " position 0",
-            color=LIKENESS_COLORS["floor"],
-            fontsize=7,
-            va="top",
-        )
-        axis.text(
-            calibration.ceiling.mean,
-            len(rows) - 0.45,
-            " position 1",
-            color=LIKENESS_COLORS["ceiling"],
-            fontsize=7,
-            va="top",
-        )
+        for position, (band, end) in enumerate(((calibration.floor, "floor"), (calibration.ceiling, "ceiling"))):
+            axis.text(
+                band.mean, len(rows) - 0.45, f" position {position}", color=LIKENESS_COLORS[end], fontsize=7, va="top"
+            )
     axis.set_title(with_note("Likeness calibration: floor = strangers, ceiling = your own selfies", note), fontsize=9)
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
@@ -100,22 +79,11 @@ def likeness_vs_alignment(frame, note: str = "") -> Figure:
         )
     if no_face.any():
         axis.axhline(floor_y, color="gray", linewidth=0.5)
-        axis.text(
-            1.0,
-            floor_y,
-            "no face ",
-            transform=axis.get_yaxis_transform(),
-            ha="right",
-            va="bottom",
-            fontsize=7,
-            color="gray",
-        )
+        _gray_label(axis, 1.0, floor_y, "no face ", ha="right", va="bottom")
     if use_position:
         for level, name in ((0, "floor (strangers)"), (1, "ceiling (own selfies)")):
             axis.axhline(level, color="gray", linestyle=":", linewidth=1)
-            axis.text(
-                0.0, level, f" {name}", transform=axis.get_yaxis_transform(), fontsize=7, color="gray", va="bottom"
-            )
+            _gray_label(axis, 0.0, level, f" {name}", va="bottom")
     axis.set_xlabel("prompt alignment: CLIP-T (image vs prompt with the subject token replaced by the class word)")
     axis.set_ylabel("likeness position (0 = floor, 1 = ceiling)" if use_position else "likeness (cosine to centroid)")
     if len(prompts) <= 12:
@@ -219,3 +187,8 @@ def runs_comparison(table, by: str | None = None, note: str = "") -> Figure:
     figure.suptitle(with_note("Runs compared", note), fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def _gray_label(axis, x: float, y: float, text: str, ha: str = "left", va: str = "center", fontsize: int = 7) -> None:
+    """A gray note at `y` in data units and `x` as a fraction of the axis' width (0 left edge, 1 right edge)."""
+    axis.text(x, y, text, transform=axis.get_yaxis_transform(), ha=ha, va=va, fontsize=fontsize, color="gray")

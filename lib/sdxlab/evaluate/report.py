@@ -574,16 +574,8 @@ def score_caption(row: pd.Series) -> str:
 
 # --- comparing runs -------------------------------------------------------------------------------------------
 
-COMPARE_METRICS = (
-    "face_found_rate",
-    "likeness_mean",
-    "likeness_position_mean",
-    "identity_match_rate",
-    "clip_t_mean",
-    "clip_diversity",
-    "pose_diversity",
-    "copies",
-)
+# the summary's per-group figures that compare across runs (counts and the nearest-photo likeness do not)
+COMPARE_METRICS = tuple(key for key in GROUP_KEYS if key not in ("images", "faces_found", "likeness_nearest_mean"))
 
 
 @dataclass

@@ -231,44 +231,15 @@ class Sampler:
         """`prompt` with the subject filled in (see `fill_subject`)."""
         return fill_subject(prompt, self.subject_token, self.class_word, self.tokens)
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        seeds: Sequence[int],
-        *,
-        negative_prompt: str = DEFAULTS.negative_prompt,
-        steps: int = DEFAULTS.steps,
-        guidance: float = DEFAULTS.guidance,
-        width: int | None = None,
-        height: int | None = None,
-        lora_scale: float = DEFAULTS.lora_scale,
-        scheduler: str = DEFAULTS.scheduler,
-        batch_size: int = DEFAULTS.batch_size,
-        callback: ProgressCallback | None = None,
-        progress: bool = True,
-    ) -> list[GeneratedImage]:
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], **options: Any) -> list[GeneratedImage]:
         """One image for every (prompt, seed) pair, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...].
 
-        `batch_size` images go through the UNet together; each keeps its own seed, so the pictures do not
-        depend on it. `{subject}` and the subject token in prompts are filled in. `lora_scale` is ignored
-        (recorded as 0) when no LoRA is loaded.
+        `options` are `generate_pairs`' (negative_prompt, steps, guidance, width, height, lora_scale, scheduler,
+        batch_size, callback, progress; the library's defaults, `GenerationSettings()`, for the rest).
         """
         if isinstance(prompts, str) or isinstance(seeds, int):
             raise TypeError("generate takes a list of prompts and a list of seeds (wrap a single one in [ ]).")
-        pairs = [(prompt, int(seed)) for prompt in prompts for seed in seeds]
-        return self.generate_pairs(
-            pairs,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            lora_scale=lora_scale,
-            scheduler=scheduler,
-            batch_size=batch_size,
-            callback=callback,
-            progress=progress,
-        )
+        return self.generate_pairs([(prompt, int(seed)) for prompt in prompts for seed in seeds], **options)
 
     def generate_pairs(
         self,
@@ -285,7 +256,12 @@ class Sampler:
         callback: ProgressCallback | None = None,
         progress: bool = True,
     ) -> list[GeneratedImage]:
-        """One image per (prompt, seed) pair in the order given; otherwise as `generate`."""
+        """One image per (prompt, seed) pair in the order given.
+
+        `batch_size` images go through the UNet together; each keeps its own seed, so the pictures do not
+        depend on it. `{subject}` and the subject token in prompts are filled in. `lora_scale` is ignored
+        (recorded as 0) when no LoRA is loaded.
+        """
         from tqdm.auto import tqdm
 
         width, height = self._checked_size(width, height)
