@@ -26,6 +26,7 @@ import torch
 
 from sdxlab.layout import RunLayout, resolve_path
 from sdxlab.models import DEFAULT_MODEL, PICKLE_SUFFIXES, ModelLoadError, load_pipeline, resolve_model
+from sdxlab.sample.checkpoints import unfinished_training_note
 from sdxlab.sample.infotext import lora_short_hash, model_short_hash
 from sdxlab.sample.prompts import fill_subject
 from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
@@ -130,8 +131,6 @@ class Sampler:
                 "a LoRA only fits the model it was trained on."
             )
         lora_path = _lora_path(layout, config, lora_file)
-        from sdxlab.sample.checkpoints import unfinished_training_note  # (checkpoints imports this module)
-
         if lora_file is None and (unfinished := unfinished_training_note(layout)):
             notes.append(unfinished)
         pipe = load_pipeline(model, device=device, allow_pickle=allow_pickle)
