@@ -246,29 +246,16 @@ def train(config: TrainConfig, callbacks: Iterable[Callable[[TrainEvent], None]]
     # --- 6. export, configuration, loss curve, cost; publish: lora.unfinished/ becomes lora/ ------------------
     result = None
     if main:
-        values = dict(data_hash=data_hash, batch_size=batch_size, history=history, processes=processes.count)
-        result = _export_and_publish(config, work_dir, export, validation, time.perf_counter() - started, **values)
+        wall_seconds = time.perf_counter() - started
+        result = _export_and_publish(
+            config, work_dir, export, data_hash, batch_size, history, validation, wall_seconds, processes.count
+        )
         report("end", step, history[-1]["loss"] if history else None, validation=result.validation)
     processes.wait()
     return result
 
 
 # --- helpers of the loop, in the order the loop uses them ------------------------------------------------
-
-
-def _export_and_publish(
-    config, work_dir, export_to, validation, wall_seconds, *, data_hash, batch_size, history, processes
-) -> TrainResult:
-    """Step 6 on the main process: the final export, the loss files and train_config.json (last: it marks the
-    folder complete), the cost line; then `lora.unfinished/` replaces `lora/` whole."""
-    cost = cost_line(wall_seconds, config.gpu_price_per_hour or None)
-    exported = export_to(work_dir)
-    values = publish.train_config_values(
-        config, data_hash, batch_size, exported, wall_seconds, cost, history, processes
-    )
-    lora = publish.finish(work_dir, config.output_dir, values, history)  # replaces the previous training whole
-    print(cost)
-    return TrainResult.published(lora, work_dir, exported, history, validation, wall_seconds, cost, batch_size)
 
 
 @dataclass
@@ -324,3 +311,18 @@ def _interrupted_message(
         f"Training interrupted at step {step} of {config.steps}; {where}{kept}; "
         "run again with train_resume=True to continue."
     )
+
+
+def _export_and_publish(
+    config, work_dir, export_to, data_hash, batch_size, history, validation, wall_seconds, processes
+) -> TrainResult:
+    """Step 6 on the main process: the final export, the loss files and train_config.json (last: it marks the
+    folder complete), the cost line; then `lora.unfinished/` replaces `lora/` whole."""
+    cost = cost_line(wall_seconds, config.gpu_price_per_hour or None)
+    exported = export_to(work_dir)
+    values = publish.train_config_values(
+        config, data_hash, batch_size, exported, wall_seconds, cost, history, processes
+    )
+    lora = publish.finish(work_dir, config.output_dir, values, history)  # replaces the previous training whole
+    print(cost)
+    return TrainResult.published(lora, work_dir, exported, history, validation, wall_seconds, cost, batch_size)
