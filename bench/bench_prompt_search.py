@@ -86,6 +86,7 @@ from sdxlab.prompt_search.proposers import VocabularyProposer
 from sdxlab.prompt_search.recipe import NEGATIVE_PROMPTS, Recipe, RecipeSpace
 from sdxlab.prompt_search.search import SearchSettings, run_search
 from sdxlab.prompt_search.vocabulary import PROMPT_PARTS, normalise, prompt_key, split_parts
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results.jsonl"
@@ -371,7 +372,7 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
 
 
 def main_recipe(args: argparse.Namespace) -> int:
-    intent = Intent.create(INTENT, "sks", "person")
+    intent = Intent.create(INTENT, SUBJECT_TOKEN, CLASS_WORD)
     methods = {"prompt only": (), "prompt + recipe": ("negative_prompt", "guidance", "lora_scale")}
     collected: dict[tuple[str, int], list[dict[str, float]]] = {}
     started = time.perf_counter()
@@ -523,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.recipe:
         return main_recipe(args)
-    intent = Intent.create(INTENT, "sks", "person")
+    intent = Intent.create(INTENT, SUBJECT_TOKEN, CLASS_WORD)
     configs = [tuple(int(value) for value in config.split("x")) for config in args.configs]
     methods = [f"sdxlab {s}x{c}" for s, c in configs] + ["random", "hill-climb", "start"]
     collected: dict[tuple[str, int], list[dict[str, float]]] = {}

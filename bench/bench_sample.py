@@ -11,7 +11,7 @@ projections, random non-zero weights), 30 Euler steps with guidance on, at batch
 - "sdxlab + CUDA graphs" (`--cuda-graphs`, CUDA only): the UNet forward replayed from CUDA graphs.
 
 On a GPU the model is a randomly initialised SDXL with the exact SDXL-base-1.0 architecture at 1024×1024
-(`sdxlab.random_sdxl`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
+(`sdxlab.sdxl.random_weights`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
 seconds are real, the pictures are noise. A first call per variant and batch size is a warm-up, not timed.
 
     .venv/bin/python bench/bench_sample.py                     # GPU if there is one, else CPU + tiny model
@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from sdxlab.labels import is_random_weights
 from sdxlab.models import TINY_RESOLUTION, choose_placement, load_pipeline
 from sdxlab.sample import Sampler
 from sdxlab.sample.sampler import ADAPTER_NAME
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     placement = choose_placement(args.device)
     on_gpu = placement.device.type == "cuda"
     model = args.model or ("random-sdxl" if on_gpu else "tiny")
-    resolution = args.resolution or (TINY_RESOLUTION if model == "tiny" else 1024)
+    resolution = args.resolution or (TINY_RESOLUTION if is_random_weights(model) else 1024)
     repeats = args.repeats or (2 if on_gpu else 3)
     print(
         f"Device: {device_name(placement.device)}; model: {model} (random weights) at {resolution}×{resolution}, "
@@ -142,7 +143,7 @@ def variants(with_cuda_graphs: bool) -> list[tuple[str, bool, bool]]:
 
 def build_pipeline(model: str, placement):
     if model == "random-sdxl":
-        from sdxlab.random_sdxl import build_random_sdxl
+        from sdxlab.sdxl.random_weights import build_random_sdxl
 
         return build_random_sdxl(placement.device, placement.dtype)
     return load_pipeline("tiny", device=placement.device, dtype=placement.dtype)

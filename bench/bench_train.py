@@ -10,7 +10,7 @@
     on what PyTorch may allocate (16 / 10 GiB), so they meet the limits of a card of that size.
 
 On a GPU the model is a randomly initialised SDXL with the exact SDXL-base-1.0 architecture at 1024×1024
-(`sdxlab.random_sdxl`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
+(`sdxlab.sdxl.random_weights`); without one, the tiny offline model at 128×128 on the CPU. Random weights: the
 samples/s and memory are real, the losses and pictures mean nothing.
 
 samples/s is the steady state: the timed steps after the warm-up steps (for sdxlab, timed from the trainer's
@@ -49,6 +49,7 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageDraw
 
 from sdxlab.files import write_image, write_jsonl
+from sdxlab.labels import is_random_weights
 from sdxlab.models import TINY_RESOLUTION, choose_placement, load_pipeline
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.set_verbosity_error()  # keep the table readable
     placement = choose_placement(args.device)
     model = args.model or ("random-sdxl" if placement.device.type == "cuda" else "tiny")
-    resolution = args.resolution or (TINY_RESOLUTION if model == "tiny" else 1024)
+    resolution = args.resolution or (TINY_RESOLUTION if is_random_weights(model) else 1024)
     print(
         f"Device: {device_name(placement.device)}; model: {model} at {resolution}×{resolution}, "
         f"{placement.dtype}; {args.warmup} warm-up + {args.steps} timed steps.",
@@ -213,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def fresh_pipeline(model: str, placement):
     """A new pipeline for one recipe run (each run adds its own adapters, so none is reused)."""
     if model == "random-sdxl":
-        from sdxlab.random_sdxl import build_random_sdxl
+        from sdxlab.sdxl.random_weights import build_random_sdxl
 
         return build_random_sdxl(placement.device, placement.dtype)  # built on the GPU: seconds, no 7 GB download
     return load_pipeline(model, device=placement.device, dtype=placement.dtype)

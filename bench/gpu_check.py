@@ -9,7 +9,7 @@ time budget (the part is stopped when it runs over). Expected times are for one 
 ../shared/reference/ANCHORS.md; the whole check is planned for ~9 minutes (--budget, default 550 s).
 
  1. environment   device, versions, free memory                                                    ~1 s
- 2. model         the random full-size SDXL (`sdxlab.random_sdxl`, exact SDXL-base-1.0 architecture)
+ 2. model         the random full-size SDXL (`sdxlab.sdxl.random_weights`, exact SDXL-base-1.0 architecture)
                   written as a diffusers folder of safetensors and loaded back through
                   `sdxlab.models.load_pipeline`, as a user's local SDXL folder is loaded             ~60 s
  3. equivalence   the captured training step against the eager one (`train.graphed.compare_with_eager`):
@@ -187,7 +187,7 @@ def part_model(check: Check) -> dict:
         if check.dry:
             built = build_tiny_pipeline()
         else:
-            from sdxlab.random_sdxl import build_random_sdxl
+            from sdxlab.sdxl.random_weights import build_random_sdxl
 
             built = build_random_sdxl(check.device, check.dtype)
         built.save_pretrained(folder, safe_serialization=True)
@@ -222,7 +222,7 @@ def part_equivalence(check: Check) -> dict:
     from diffusers import DDPMScheduler
 
     from sdxlab.train import TrainConfig
-    from sdxlab.train.graphed import compare_with_eager
+    from sdxlab.train.graphed import CapturedStep, compare_with_eager
     from sdxlab.train.lora import add_unet_lora
     from sdxlab.train.step import Batch
 
@@ -260,16 +260,16 @@ def part_equivalence(check: Check) -> dict:
         )
 
     steps = [[batch(seed)] for seed in range(4)]
-    report = compare_with_eager(
+    runner = CapturedStep(
         unet,
         DDPMScheduler.from_config(pipe.scheduler.config),
         trainable,
         config,
         autocast,
         check.device,
-        steps,
         capture=None if check.device.type == "cuda" else False,
     )
+    report = compare_with_eager(runner, steps)
     report["note"] = (
         "random weights and random inputs; CPU dry run: no capture, fp32"
         if check.dry

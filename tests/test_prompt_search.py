@@ -36,7 +36,8 @@ from sdxlab.prompt_search.objective import (
     Objective,
     copy_reference,
 )
-from sdxlab.prompt_search.pareto import choose_on_front, pareto_figure, pareto_front, pareto_pictures_figure
+from sdxlab.prompt_search.pareto import choose_on_front, pareto_front
+from sdxlab.prompt_search.plots import pareto_figure, pareto_pictures_figure
 from sdxlab.prompt_search.proposers import (
     ProposalContext,
     ScoredPrompt,

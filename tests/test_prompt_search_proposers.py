@@ -13,6 +13,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 from test_prompt_search import SyntheticEvaluator, make_intent
 
+from sdxlab.prompt_search.choose import make_proposers
 from sdxlab.prompt_search.language_models import EndpointProposer, LocalLMProposer
 from sdxlab.prompt_search.proposers import (
     ProposalContext,
@@ -20,7 +21,6 @@ from sdxlab.prompt_search.proposers import (
     ScoredPrompt,
     clean_proposal,
     clip_token_count,
-    make_proposers,
 )
 from sdxlab.prompt_search.search import SearchSettings, run_search
 

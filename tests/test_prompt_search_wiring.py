@@ -130,7 +130,7 @@ def test_candidates_keep_every_part_column_and_the_weakest_part_reaches_the_prop
 def test_the_front_shows_mood_as_a_third_axis_only_when_a_mood_is_asked_for():
     from types import SimpleNamespace
 
-    from sdxlab.prompt_search.pareto import pareto_figure
+    from sdxlab.prompt_search.plots import pareto_figure
     from sdxlab.prompt_search.proposers import ScoredPrompt
 
     intent = Intent.create(INTENT, "sks", "person")

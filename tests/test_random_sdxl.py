@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sdxlab.models import load_architecture
-from sdxlab.random_sdxl import build_random_sdxl, parameter_count
+from sdxlab.sdxl.random_weights import build_random_sdxl, parameter_count
 
 
 def test_random_sdxl_has_the_size_and_tokenizer_of_sdxl_base():

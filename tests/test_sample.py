@@ -562,7 +562,7 @@ def test_grids_are_labelled_with_prompts_seeds_and_scales(base_images):
 
 @pytest.fixture()
 def playground(sampler, lora_files, tmp_path):
-    from sdxlab.widgets import Playground
+    from sdxlab.sample.playground import Playground
 
     sampler.load_lora(lora_files.diffusers)
     return Playground(sampler, prompt="a photo of {subject}", steps=2, images=2, save_to=tmp_path / "playground")
@@ -629,7 +629,7 @@ def test_history_entry_loads_its_settings_back_and_last_seed_is_reusable(playgro
 
 
 def test_without_a_frontend_the_playground_prints_a_clear_note(sampler, capsys):
-    from sdxlab.widgets import NO_FRONTEND_MESSAGE, has_live_frontend, show_playground
+    from sdxlab.sample.playground import NO_FRONTEND_MESSAGE, has_live_frontend, show_playground
 
     assert not has_live_frontend()  # pytest has no kernel, hence no frontend
     playground = show_playground(sampler, prompt="x")

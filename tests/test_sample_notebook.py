@@ -12,7 +12,7 @@ from PIL import Image
 
 from sdxlab.recorded import read_recorded
 from sdxlab.sample import CSV_COLUMNS, read_parameters, read_samples
-from sdxlab.widgets import NO_FRONTEND_MESSAGE
+from sdxlab.sample.playground import NO_FRONTEND_MESSAGE
 
 
 @pytest.fixture(scope="module")

@@ -92,18 +92,35 @@ def test_the_command_line_trainer_and_the_notebook_train_with_the_same_settings(
 
 
 def test_library_generation_defaults_are_the_declared_ones():
-    """Sampler.generate, generate_pairs, the playground and the search's generator had four sets of defaults."""
+    """Sampler.generate, generate_pairs, the playground and the search's generator had four sets of defaults;
+    generate and the search's generator now pass their options on, so the declared defaults apply."""
     from sdxlab.prompt_search.evaluation import SamplerGenerator
     from sdxlab.sample import SCHEDULERS, Sampler
-    from sdxlab.widgets import Playground
+    from sdxlab.sample.playground import Playground
 
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
-    for function in (Sampler.generate, Sampler.generate_pairs, Playground.__init__, SamplerGenerator.__init__):
+    for function in (Sampler.generate_pairs, Playground.__init__):
         signature = inspect.signature(function).parameters
         for name, value in DEFAULTS.kwargs().items():
             assert signature[name].default == value, (
                 f"{function.__qualname__}({name}=...) differs from GenerationSettings"
             )
+    generator = SamplerGenerator(object())
+    assert {**generator.options, "batch_size": generator.batch_size} == {
+        **DEFAULTS.kwargs(),
+        "width": None,
+        "height": None,
+    }
+    with pytest.raises(TypeError, match="stepz"):
+        SamplerGenerator(object(), stepz=3)
+    passed = []
+
+    class Recorder:
+        def generate_pairs(self, pairs, **options):
+            passed.append((pairs, options))
+
+    Sampler.generate(Recorder(), ["a", "b"], [1, 2], steps=3)
+    assert passed == [([("a", 1), ("a", 2), ("b", 1), ("b", 2)], {"steps": 3})]
 
 
 def test_help_lists_every_parameter_with_default_and_help():
@@ -267,7 +284,7 @@ def test_every_declared_parameter_has_help_and_a_default_that_passes_its_own_che
 
 
 def test_settings_command_checks_the_cells_and_the_tiny_model_name_is_the_loaders():
-    from sdxlab.models import TINY_MODEL
+    from sdxlab.labels import TINY_MODEL
 
     assert CommonSettings().model == TINY_MODEL
     result = subprocess.run(

@@ -75,7 +75,9 @@ def test_refilled_runner_gives_the_eager_loss_and_gradients_step_after_step(tiny
     unet, scheduler, trainable = tiny_unet
     config = settings(gradient_accumulation=2, prior_preservation=True)
     steps = [[make_batch(unet, seed=10 * step + micro, subject=2, prior=1) for micro in range(2)] for step in range(3)]
-    report = compare_with_eager(unet, scheduler, trainable, config, None, torch.device("cpu"), steps, capture=False)
+    report = compare_with_eager(
+        CapturedStep(unet, scheduler, trainable, config, None, torch.device("cpu"), capture=False), steps
+    )
 
     assert report["passed"] and report["mode"] == "eager"
     assert len(report["steps"]) == 3
@@ -167,7 +169,8 @@ def test_a_failed_capture_warns_in_one_line_and_trains_on_eagerly(tiny_unet, cap
     """On this CPU-only machine the capture itself fails (no CUDA): the fallback must give the eager results."""
     unet, scheduler, trainable = tiny_unet
     steps = [[make_batch(unet, seed)] for seed in (7, 8)]
-    report = compare_with_eager(unet, scheduler, trainable, settings(), None, torch.device("cpu"), steps, capture=True)
+    runner = CapturedStep(unet, scheduler, trainable, settings(), None, torch.device("cpu"), capture=True)
+    report = compare_with_eager(runner, steps)
     warning = capsys.readouterr().err.strip()
     assert warning.startswith("Warning: capturing the training step in a CUDA graph failed") and "\n" not in warning
     assert report["mode"].startswith("eager (capture failed")
@@ -214,14 +217,9 @@ def test_captured_step_matches_eager_on_the_gpu():
     trainable = add_unet_lora(pipe.unet, TrainConfig(lora_rank=4))
     pipe.unet.train()
     steps = [[make_batch(pipe.unet, seed, device="cuda")] for seed in range(4)]
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     report = compare_with_eager(
-        pipe.unet,
-        DDPMScheduler.from_config(pipe.scheduler.config),
-        trainable,
-        settings(device="cuda"),
-        None,
-        torch.device("cuda"),
-        steps,
+        CapturedStep(pipe.unet, scheduler, trainable, settings(device="cuda"), None, "cuda"), steps
     )
     assert report["mode"] == "captured", report["mode"]
     assert report["passed"], report

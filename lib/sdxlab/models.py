@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from sdxlab import files
+from sdxlab.labels import TINY_MODEL
 
 
 class _PilFallbackNotice(logging.Filter):
@@ -34,10 +35,18 @@ class _PilFallbackNotice(logging.Filter):
         return "requires torchvision (not installed); falling back" not in record.getMessage()
 
 
-logging.getLogger("transformers.utils.import_utils").addFilter(_PilFallbackNotice())
+def hide_torchvision_notice() -> None:
+    """Install (once per process) the filter that drops transformers' torchvision notice.
+
+    Called by whatever imports diffusers' SDXL pipeline (whose import triggers the notice), not at import of
+    this module, so importing sdxlab changes no logging configuration.
+    """
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(existing, _PilFallbackNotice) for existing in logger.filters):
+        logger.addFilter(_PilFallbackNotice())
+
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
-TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline random-weight model
 PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth", ".pkl"}
 
 # Bump when the tiny model's shape changes, so an old cache is never loaded by new code.
@@ -119,6 +128,7 @@ def load_pipeline(
     The pipeline is moved to the chosen device and dtype; with fp16 the VAE stays in fp32 so it cannot
     overflow into black images.
     """
+    hide_torchvision_notice()
     from diffusers import StableDiffusionXLPipeline
 
     placement = choose_placement(device, dtype)

@@ -11,6 +11,7 @@ from sdxlab import faces
 from sdxlab.capture import checks
 from sdxlab.capture.crops import CROP_SCALE
 from sdxlab.settings import CommonSettings, Settings, internal, like, setting
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 
 DEFAULT_CAPTION = "a photo of {subject_token} {class_word}"
 
@@ -19,7 +20,7 @@ CaptionHook = Callable[[Image.Image, str], "str | None"]
 
 def _caption_template(value: str) -> str | None:
     try:
-        value.format(subject_token="sks", class_word="person")
+        value.format(subject_token=SUBJECT_TOKEN, class_word=CLASS_WORD)
     except (KeyError, IndexError, ValueError):
         return "a caption whose only {placeholders} are {subject_token} and {class_word}"
     return None

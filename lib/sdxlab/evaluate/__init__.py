@@ -11,7 +11,7 @@ person's training photos in `outputs/<run>/dataset/`, and writes `outputs/<run>/
 Modules: `scorers` (the `Scorer` interface, `ClipAlignmentScorer`, `LikenessScorer`, `make_scorer`),
 `clip` (loading CLIP, the tiny offline CLIP), `likeness` (faces, identity, floor/ceiling calibration),
 `other_people` (the floor's faces), `diversity`, `copying`, `inputs` (what is read), `report` (tables,
-summary, plots, `compare_runs`).
+summary, which plots to draw, `compare_runs`), `plots` (the figures).
 
 per_image.csv columns (stable; empty cells mean "not measured"):
 

@@ -23,10 +23,11 @@ import torch
 from PIL import Image
 
 from sdxlab import files
+from sdxlab.labels import TINY_MODEL, is_random_weights
 from sdxlab.models import ModelLoadError, cache_dir, choose_placement, write_clip_tokenizer
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # the text encoder family SDXL itself was built on
-TINY_CLIP = "tiny"
+TINY_CLIP = TINY_MODEL  # "tiny": the same name as the tiny SDXL (sdxlab.labels)
 TINY_CLIP_VERSION = 1  # bump when the tiny CLIP's shape changes, so an old cache is never reused
 # OpenAI's normalisation, also used by the LAION/open_clip checkpoints on the hub.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -49,7 +50,7 @@ class ClipModel:
     @property
     def meaningful(self) -> bool:
         """False for the tiny random-weight CLIP: its similarities prove plumbing, not meaning."""
-        return self.name != TINY_CLIP
+        return not is_random_weights(self.name)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize the shorter side to the model's input size (bicubic), centre-crop square, normalise."""

@@ -26,8 +26,10 @@ from sdxlab.evaluate.diversity import mean_distance_within_groups
 from sdxlab.evaluate.inputs import checkpoint_step, find_samples, open_rgb, photo_sources, training_photos
 from sdxlab.evaluate.likeness import POSE_FEATURES, Calibration, LikenessUnavailable, compare, read_face
 from sdxlab.evaluate.scorers import ClipAlignmentScorer, LikenessScorer, intent_text
+from sdxlab.labels import RANDOM_WEIGHTS_NOTE, is_random_weights
 from sdxlab.layout import RunLayout
-from sdxlab.models import TINY_MODEL, ModelLoadError
+from sdxlab.models import ModelLoadError
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 
 PER_IMAGE_COLUMNS = (
     "file",
@@ -100,10 +102,6 @@ CALIBRATION_KEYS = (
     "copy_threshold",
     "notes",
 )
-RANDOM_IMAGES_NOTE = (
-    "The images come from a tiny random-weight model: every number here proves the plumbing "
-    "works, none says anything about quality."
-)
 RANDOM_CLIP_NOTE = (
     "CLIP-T, CLIP diversity and copy distances come from a tiny random-weight CLIP and are "
     "meaningless; use a real CLIP model (the clip_model parameter) for real numbers."
@@ -135,7 +133,7 @@ def evaluate_run(
     samples_dir: str | Path | None = None,
     dataset_dir: str | Path | None = None,
     model: str | None = None,
-    subject_token: str = "sks",
+    subject_token: str = SUBJECT_TOKEN,
     random_images: bool | None = None,
     **options: Any,
 ) -> Evaluation:
@@ -150,7 +148,7 @@ def evaluate_run(
     tokens = [str(token) for token in config.get("tokens") or []]
     subject = [subject_token, "".join(tokens), *tokens] if tokens else subject_token
     if random_images is None:
-        random_images = TINY_MODEL in (model, config.get("model"))
+        random_images = is_random_weights(model, config.get("model"))
     return evaluate_folder(
         samples_dir or layout.samples,
         layout.metrics,
@@ -178,8 +176,8 @@ def evaluate_folder(
     clip_model: str = DEFAULT_CLIP_MODEL,
     prompt: str | None = None,
     other_people_dir: str | Path | None = None,
-    subject_token: str | Sequence[str] = "sks",
-    class_word: str = "person",
+    subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+    class_word: str = CLASS_WORD,
     device: str = "auto",
     random_images: bool = False,
     upsample: int = 1,
@@ -444,7 +442,7 @@ def build_summary(
     dataset_dir,
     training_photos: int | None = None,
 ) -> dict[str, Any]:
-    warnings = ([RANDOM_IMAGES_NOTE] if random_images else []) + (
+    warnings = ([RANDOM_WEIGHTS_NOTE] if random_images else []) + (
         [RANDOM_CLIP_NOTE] if clip_meaningful is False else []
     )
     per_checkpoint = {}
@@ -507,14 +505,14 @@ def _json_safe(value: Any) -> Any:
 
 def write_evaluation(evaluation: Evaluation, metrics_dir: Path) -> Path:
     """per_image.csv, the plots and summary.json (last, so a complete summary means a complete folder)."""
-    from sdxlab import plots
+    from sdxlab.plots import close
 
     metrics_dir.mkdir(parents=True, exist_ok=True)
     files.write_csv(metrics_dir / "per_image.csv", evaluation.per_image)
     written = ["per_image.csv"]
     for name, figure in evaluation_figures(evaluation).items():
         files.save_figure(metrics_dir / f"{name}.png", figure)
-        plots.close(figure)
+        close(figure)
         written.append(f"{name}.png")
     evaluation.summary["files"] = [*written, "summary.json"]
     files.write_json(metrics_dir / "summary.json", evaluation.summary)
@@ -524,7 +522,7 @@ def write_evaluation(evaluation: Evaluation, metrics_dir: Path) -> Path:
 
 def evaluation_figures(evaluation: Evaluation) -> dict[str, Any]:
     """The figures worth drawing for this evaluation, by file stem (those without data are left out)."""
-    from sdxlab import plots
+    from sdxlab.evaluate import plots
 
     frame, note = evaluation.per_image, evaluation.summary.get("note", "")
     figures = {}
@@ -542,7 +540,7 @@ def evaluation_figures(evaluation: Evaluation) -> dict[str, Any]:
 
 def best_and_worst_gallery(evaluation: Evaluation, count: int = 4):
     """The `count` best and worst images by combined score, captioned with their scores."""
-    from sdxlab import plots
+    from sdxlab.evaluate import plots
 
     frame = evaluation.per_image
     ordered = frame.sort_values("combined_score", ascending=False, na_position="last")
@@ -576,16 +574,8 @@ def score_caption(row: pd.Series) -> str:
 
 # --- comparing runs -------------------------------------------------------------------------------------------
 
-COMPARE_METRICS = (
-    "face_found_rate",
-    "likeness_mean",
-    "likeness_position_mean",
-    "identity_match_rate",
-    "clip_t_mean",
-    "clip_diversity",
-    "pose_diversity",
-    "copies",
-)
+# the summary's per-group figures that compare across runs (counts and the nearest-photo likeness do not)
+COMPARE_METRICS = tuple(key for key in GROUP_KEYS if key not in ("images", "faces_found", "likeness_nearest_mean"))
 
 
 @dataclass
@@ -602,7 +592,7 @@ def compare_runs(*runs: str | Path, outputs_dir: str | Path | None = None, by: s
     "prompt", "lora_scale" or "checkpoint" (one row per run and group). Runs not evaluated yet are named in
     `notes` and left out.
     """
-    from sdxlab import plots
+    from sdxlab.evaluate import plots
 
     sections = {"overall": None, "prompt": "per_prompt", "lora_scale": "per_lora_scale", "checkpoint": "per_checkpoint"}
     if by not in sections:

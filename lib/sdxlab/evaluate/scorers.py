@@ -32,6 +32,7 @@ from sdxlab.evaluate.likeness import (
     compare,
     read_face,
 )
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 
 
 @runtime_checkable
@@ -107,7 +108,7 @@ def score_columns(scorer: Scorer, images: list[Image.Image], texts: list[str]) -
 _WEIGHTED = re.compile(r"\(([^():]+):\s*[-+]?\d*\.?\d+\)")  # A1111 emphasis "(word:1.3)" -> "word"
 
 
-def intent_text(prompt: str, subject_token: str | Sequence[str] = "sks", class_word: str = "person") -> str:
+def intent_text(prompt: str, subject_token: str | Sequence[str] = SUBJECT_TOKEN, class_word: str = CLASS_WORD) -> str:
     """The prompt as a stranger would read it: the subject token becomes the class word.
 
     "a photo of sks person on Mars" -> "a photo of person on Mars"; "{subject} as a knight" ->
@@ -136,8 +137,8 @@ class ClipAlignmentScorer:
         self,
         clip_model: str = DEFAULT_CLIP_MODEL,
         device: str = "auto",
-        subject_token: str | Sequence[str] = "sks",
-        class_word: str = "person",
+        subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+        class_word: str = CLASS_WORD,
         clip: ClipModel | None = None,
     ):
         self.clip = clip or load_clip(clip_model, device)

@@ -34,6 +34,7 @@ from PIL import Image
 from sdxlab.evaluate.clip import CLIP_MEAN, CLIP_STD, PICKLE_WEIGHTS
 from sdxlab.evaluate.scorers import ScorerUnavailable
 from sdxlab.models import choose_placement
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 
 DEFAULT_VQA_MODEL = "Salesforce/blip-vqa-base"
 
@@ -111,7 +112,10 @@ def part_questions(role: str, phrase: str) -> list[str]:
 
 
 def intent_questions(
-    text: str, subject_token: str | Sequence[str] = "sks", class_word: str = "person", splitter: Callable | None = None
+    text: str,
+    subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+    class_word: str = CLASS_WORD,
+    splitter: Callable | None = None,
 ) -> list[Question]:
     """The yes/no questions for an intent, part by part (rule splitter unless `splitter` is given)."""
     from sdxlab.prompt_search.intent import split_intent
@@ -276,8 +280,8 @@ class VqaScorer:
         self,
         model: str | os.PathLike = DEFAULT_VQA_MODEL,
         device: str = "auto",
-        subject_token: str | Sequence[str] = "sks",
-        class_word: str = "person",
+        subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+        class_word: str = CLASS_WORD,
         local_files_only: bool = False,
         vqa: VqaModel | None = None,
         splitter: Callable | None = None,

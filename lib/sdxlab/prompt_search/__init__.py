@@ -2,13 +2,15 @@
 
 - `objective`: what a picture is worth: named terms (meaning, calibrated likeness, face found, copy) and weights.
 - `vocabulary`, `proposers`, `language_models`: where new prompts come from (offline vocabulary, local LM,
-  OpenAI-compatible endpoint), behind one interface.
+  OpenAI-compatible endpoint), behind one interface; `choose.make_proposers` builds them by name.
 - `evaluation`: prompt + seed -> cached picture -> scores.
 - `search`: the loop (rounds, top-k, fixed seeds, budgets, resume from candidates.csv).
 - `heldout`: the check on seeds the search never saw: paired t-interval, permutation test, Holm.
-- `report`: leaderboard plot, held-out grid, best_prompts.json, prompts ready to paste.
+- `report`: best_prompts.json, heldout.csv, prompts ready to paste.
+- `plots`: the leaderboard, the likeness x meaning front (plot and pictures), the held-out grid.
 """
 
+from sdxlab.prompt_search.choose import make_proposers
 from sdxlab.prompt_search.evaluation import ImageCache, ImageEvaluator, SamplerGenerator
 from sdxlab.prompt_search.heldout import heldout_check, heldout_seeds, paired_uplift
 from sdxlab.prompt_search.objective import Intent, Objective, build_objective
@@ -17,7 +19,6 @@ from sdxlab.prompt_search.proposers import (
     ProposerError,
     ScoredPrompt,
     VocabularyProposer,
-    make_proposers,
 )
 from sdxlab.prompt_search.search import SearchSettings, run_search
 

@@ -148,30 +148,25 @@ class SamplerGenerator:
     """Adapts `sdxlab.sample.Sampler` to the search: fixed generation settings, one picture per (prompt, seed)."""
 
     def __init__(
-        self,
-        sampler,
-        *,
-        negative_prompt: str = DEFAULTS.negative_prompt,
-        steps: int = DEFAULTS.steps,
-        guidance: float = DEFAULTS.guidance,
-        width: int | None = None,
-        height: int | None = None,
-        lora_scale: float = DEFAULTS.lora_scale,
-        scheduler: str = DEFAULTS.scheduler,
-        batch_size: int = DEFAULTS.batch_size,
-        progress: bool = True,
+        self, sampler, *, width: int | None = None, height: int | None = None, progress: bool = True, **generation
     ) -> None:
+        """`generation`: any of `GenerationSettings`' fields (steps, guidance, scheduler, negative_prompt,
+        lora_scale, batch_size); the library's defaults (`GenerationSettings()`) for the rest."""
+        unknown = sorted(set(generation) - set(DEFAULTS.kwargs()))
+        if unknown:
+            raise TypeError(f"SamplerGenerator got unknown generation settings: {', '.join(unknown)}.")
+        drawing = {**DEFAULTS.kwargs(), **generation}
         self.sampler = sampler
-        self.options = {
-            "negative_prompt": negative_prompt,
-            "steps": int(steps),
-            "guidance": float(guidance),
+        self.options = {  # this order is the cache key's (and candidates.csv's settings column)
+            "negative_prompt": drawing["negative_prompt"],
+            "steps": int(drawing["steps"]),
+            "guidance": float(drawing["guidance"]),
             "width": width,
             "height": height,
-            "lora_scale": float(lora_scale),
-            "scheduler": scheduler,
+            "lora_scale": float(drawing["lora_scale"]),
+            "scheduler": drawing["scheduler"],
         }
-        self.batch_size = int(batch_size)
+        self.batch_size = int(drawing["batch_size"])
         self.progress = progress
         lora = getattr(sampler, "lora", None)
         # batch size does not change a picture (every image has its own seeded generator); model, LoRA and tokens do

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
+
 ROLES = ("who", "where", "doing", "style", "lighting", "framing", "mood")
 SUBJECT = "{subject}"
 DEFAULT_TEMPERATURE = 0.1  # of the soft minimum; parts are probabilities in [0, 1]
@@ -358,7 +360,9 @@ def _split_tail(tail: str) -> list[tuple[str, str]]:
     return out
 
 
-def split_intent(text: str, subject_token: str | Sequence[str] = "sks", class_word: str = "person") -> IntentParts:
+def split_intent(
+    text: str, subject_token: str | Sequence[str] = SUBJECT_TOKEN, class_word: str = CLASS_WORD
+) -> IntentParts:
     """Split an intent into parts by rules (no model): who, where, doing, style, lighting, framing, mood.
 
     The person may be written `{subject}`, `sks person` or `sks`; in the parts they become the class word.
@@ -431,7 +435,10 @@ SPLIT_INSTRUCTION = (
 
 
 def split_with_language_model(
-    text: str, ask: Callable[[str], str | None], subject_token: str | Sequence[str] = "sks", class_word: str = "person"
+    text: str,
+    ask: Callable[[str], str | None],
+    subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+    class_word: str = CLASS_WORD,
 ) -> IntentParts:
     """Let a language model split the intent (`ask(prompt) -> reply`); the rules answer when its reply is unusable.
 
@@ -561,8 +568,8 @@ class IntentPartsScorer:
         self,
         clip_model: str = "openai/clip-vit-large-patch14",
         device: str = "auto",
-        subject_token: str | Sequence[str] = "sks",
-        class_word: str = "person",
+        subject_token: str | Sequence[str] = SUBJECT_TOKEN,
+        class_word: str = CLASS_WORD,
         clip=None,
         temperature: float = DEFAULT_TEMPERATURE,
         splitter: Callable[[str], IntentParts] | None = None,

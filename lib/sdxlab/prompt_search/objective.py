@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
+
 SUBJECT_PLACEHOLDER = "{subject}"
 TOTAL = "total"
 
@@ -437,8 +439,8 @@ def build_objective(
     metrics_dir: str | Path | None = None,
     clip_model: str = "tiny",
     device: str = "auto",
-    subject_token: str = "sks",
-    class_word: str = "person",
+    subject_token: str = SUBJECT_TOKEN,
+    class_word: str = CLASS_WORD,
     other_people_dir: str | Path | None = None,
     vqa_model: str | None = None,
     intent_splitter=None,

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 
 from sdxlab.evaluate.settings import EvaluateSettings
+from sdxlab.prompt_search.choose import PROPOSERS, make_proposers
 from sdxlab.settings import GenerationSettings, Settings, like, setting
 
-PROPOSERS = ("vocabulary", "local_lm", "endpoint")  # sdxlab.prompt_search.proposers.PROPOSER_NAMES lists the same
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # How API keys begin (OpenAI, Anthropic, Hugging Face, GitHub, Slack, AWS, Google): an environment variable's
 # name never does.
@@ -208,7 +208,6 @@ class PromptSearchSettings(Settings):
         if self.intent_split != "language_model":
             return None
         from sdxlab.prompt_search.intent import endpoint_asker, split_with_language_model
-        from sdxlab.prompt_search.proposers import make_proposers
 
         proposer = make_proposers(
             ["endpoint"],

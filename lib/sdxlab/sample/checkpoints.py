@@ -11,9 +11,12 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdxlab.layout import RunLayout
-from sdxlab.sample.sampler import GeneratedImage, Sampler
+
+if TYPE_CHECKING:  # annotations only: sampler.py imports this module
+    from sdxlab.sample.sampler import GeneratedImage, Sampler
 
 STEP_FOLDER = re.compile(r"^step_(\d+)$")
 COMPLETE_MARKER = "checkpoint.json"  # written last by the trainer: folders without it are unfinished

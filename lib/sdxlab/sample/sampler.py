@@ -26,8 +26,10 @@ import torch
 
 from sdxlab.layout import RunLayout, resolve_path
 from sdxlab.models import DEFAULT_MODEL, PICKLE_SUFFIXES, ModelLoadError, load_pipeline, resolve_model
+from sdxlab.sample.checkpoints import unfinished_training_note
 from sdxlab.sample.infotext import lora_short_hash, model_short_hash
 from sdxlab.sample.prompts import fill_subject
+from sdxlab.settings.common import CLASS_WORD, SUBJECT_TOKEN
 from sdxlab.settings.generation import DEFAULTS, SCHEDULER_NAMES
 
 ADAPTER_NAME = "subject"  # the peft adapter name the Sampler gives the LoRA it loads
@@ -79,8 +81,8 @@ class Sampler:
     def __init__(
         self,
         pipe,
-        subject_token: str = "sks",
-        class_word: str = "person",
+        subject_token: str = SUBJECT_TOKEN,
+        class_word: str = CLASS_WORD,
         tokens: Sequence[str] | None = None,
         *,
         model: str | None = None,
@@ -129,15 +131,13 @@ class Sampler:
                 "a LoRA only fits the model it was trained on."
             )
         lora_path = _lora_path(layout, config, lora_file)
-        from sdxlab.sample.checkpoints import unfinished_training_note  # (checkpoints imports this module)
-
         if lora_file is None and (unfinished := unfinished_training_note(layout)):
             notes.append(unfinished)
         pipe = load_pipeline(model, device=device, allow_pickle=allow_pickle)
         sampler = cls(
             pipe,
-            subject_token=config.get("subject_token", "sks"),
-            class_word=config.get("class_word", "person"),
+            subject_token=config.get("subject_token", SUBJECT_TOKEN),
+            class_word=config.get("class_word", CLASS_WORD),
             model=str(model),
             fuse_lora=fuse_lora,
             notes=notes,
@@ -230,44 +230,15 @@ class Sampler:
         """`prompt` with the subject filled in (see `fill_subject`)."""
         return fill_subject(prompt, self.subject_token, self.class_word, self.tokens)
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        seeds: Sequence[int],
-        *,
-        negative_prompt: str = DEFAULTS.negative_prompt,
-        steps: int = DEFAULTS.steps,
-        guidance: float = DEFAULTS.guidance,
-        width: int | None = None,
-        height: int | None = None,
-        lora_scale: float = DEFAULTS.lora_scale,
-        scheduler: str = DEFAULTS.scheduler,
-        batch_size: int = DEFAULTS.batch_size,
-        callback: ProgressCallback | None = None,
-        progress: bool = True,
-    ) -> list[GeneratedImage]:
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], **options: Any) -> list[GeneratedImage]:
         """One image for every (prompt, seed) pair, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...].
 
-        `batch_size` images go through the UNet together; each keeps its own seed, so the pictures do not
-        depend on it. `{subject}` and the subject token in prompts are filled in. `lora_scale` is ignored
-        (recorded as 0) when no LoRA is loaded.
+        `options` are `generate_pairs`' (negative_prompt, steps, guidance, width, height, lora_scale, scheduler,
+        batch_size, callback, progress; the library's defaults, `GenerationSettings()`, for the rest).
         """
         if isinstance(prompts, str) or isinstance(seeds, int):
             raise TypeError("generate takes a list of prompts and a list of seeds (wrap a single one in [ ]).")
-        pairs = [(prompt, int(seed)) for prompt in prompts for seed in seeds]
-        return self.generate_pairs(
-            pairs,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            lora_scale=lora_scale,
-            scheduler=scheduler,
-            batch_size=batch_size,
-            callback=callback,
-            progress=progress,
-        )
+        return self.generate_pairs([(prompt, int(seed)) for prompt in prompts for seed in seeds], **options)
 
     def generate_pairs(
         self,
@@ -284,7 +255,12 @@ class Sampler:
         callback: ProgressCallback | None = None,
         progress: bool = True,
     ) -> list[GeneratedImage]:
-        """One image per (prompt, seed) pair in the order given; otherwise as `generate`."""
+        """One image per (prompt, seed) pair in the order given.
+
+        `batch_size` images go through the UNet together; each keeps its own seed, so the pictures do not
+        depend on it. `{subject}` and the subject token in prompts are filled in. `lora_scale` is ignored
+        (recorded as 0) when no LoRA is loaded.
+        """
         from tqdm.auto import tqdm
 
         width, height = self._checked_size(width, height)

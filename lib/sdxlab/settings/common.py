@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdxlab.labels import TINY_MODEL
 from sdxlab.layout import RUN_NAME
 from sdxlab.settings.base import Settings, setting
 
-TINY_MODEL = "tiny"  # the offline random-weight SDXL (sdxlab.models.TINY_MODEL says the same)
+SUBJECT_TOKEN = "sks"  # the default subject token, here and in every signature that takes one
+CLASS_WORD = "person"  # the default class word, likewise
 
 
 def _run_name(value: str) -> str | None:
@@ -53,7 +55,7 @@ class CommonSettings(Settings):
     resolution: int = setting(
         128, "training and sampling resolution in pixels; 1024 for SDXL", minimum=8, check=_resolution
     )
-    subject_token: str = setting("sks", "the rare token that stands for you in prompts", check=_word)
-    class_word: str = setting("person", "what you are, for captions and prior preservation")
+    subject_token: str = setting(SUBJECT_TOKEN, "the rare token that stands for you in prompts", check=_word)
+    class_word: str = setting(CLASS_WORD, "what you are, for captions and prior preservation")
     device: str = setting("auto", '"auto", "cuda", "mps" or "cpu"', check=_device)
     seed: int = setting(0, "global seed, for reproducible runs", minimum=0)

@@ -5,9 +5,11 @@
 
 One module per concept: `config` (every parameter, validation), `data` (the dataset folder), `cache`
 (latents and caption embeddings computed once), `conditioning` (text and SDXL micro-conditioning), `lora`
-and `pivotal` (what trains), `step` (the loss), `optim`, `memory` (auto batch size, out-of-memory advice),
-`checkpoint`, `validation`, `prior` (class images), `loop` (`train`, top to bottom), `live` (the notebook's
-updating loss curve) and `export` (diffusers and kohya files).
+and `pivotal` (what trains), `step` (the loss), `graphed` (the step replayed from a CUDA graph), `optim`
+(optimiser, schedule, loss scaler), `memory` (auto batch size, out-of-memory advice), `parallel` (one
+process per GPU), `checkpoint`, `history` (loss.csv), `validation`, `prior` (class images), `loop` (`train`,
+top to bottom), `plots` (loss curve, validation grid), `live` (the notebook's updating figures), `export`
+(diffusers and kohya files) and `publish` (lora.unfinished/ becomes lora/).
 """
 
 from sdxlab.train.config import TrainConfig, TrainError

@@ -18,6 +18,9 @@ from tqdm.auto import tqdm
 
 from sdxlab.train.conditioning import encode_prompts, micro_conditioning, tokenize
 from sdxlab.train.data import Example, load_mask, load_pixels
+from sdxlab.train.memory import raise_if_out_of_memory
+from sdxlab.train.pivotal import replace_subject
+from sdxlab.train.prior import class_examples_for
 from sdxlab.train.step import Batch
 
 
@@ -200,4 +203,32 @@ def build_caches(
             device,
             progress=progress,
         )
+    return captions, views, class_views
+
+
+def prepare_views(
+    pipe, config, examples: list[Example], accelerator, device: torch.device, progress: bool = True
+) -> tuple[Captions, Views, Views | None]:
+    """The training's caches: the class images generated (prior preservation), every view through the VAE and
+    every caption tokenised; then the VAE leaves the GPU (only validation images need it again)."""
+    caption_texts = [
+        replace_subject(example.caption, config.subject_token, config.token_strings) for example in examples
+    ]
+    try:
+        class_examples = class_examples_for(pipe, config, accelerator, device)
+        captions, views, class_views = build_caches(
+            pipe,
+            examples,
+            caption_texts,
+            class_examples,
+            config.resolution,
+            config.flip,
+            config.masked_loss,
+            device,
+            progress=progress,
+        )
+        pipe.vae.to("cpu" if device.type != "cpu" else device)
+    except Exception as error:
+        raise_if_out_of_memory(error, 1, config.resolution, False)
+        raise
     return captions, views, class_views

@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 from sdxlab import files
 from sdxlab.train.config import TrainConfig, TrainError
+from sdxlab.train.history import read_history, write_loss_files
 
 STEP_FOLDER = re.compile(r"^step_(\d{6,})$")
 ADAPTERS_FILE = "adapters.safetensors"
@@ -244,13 +245,25 @@ def resume_point_for(
     return resume
 
 
-def restore_training_state(resume: ResumePoint, optimizer, schedule, scaler, noise_generator: torch.Generator) -> float:
-    """Put the optimiser, schedule, loss scaler and RNGs back as they were; returns the training seconds so far."""
-    optimizer.load_state_dict(resume.training_state["optimizer"])
-    schedule.load_state_dict(resume.training_state["schedule"])
-    scaler.load_state_dict(resume.training_state["scaler"])
+def restore_training_state(
+    resume: ResumePoint, optimization, noise_generator: torch.Generator, work_dir: Path
+) -> tuple[float, list[dict[str, float]]]:
+    """Put the optimiser, schedule, loss scaler (`optim.Optimization`) and RNGs back as they were; returns the
+    training seconds so far and the loss history up to the checkpoint's step (from `work_dir`'s loss.csv)."""
+    optimization.load_state_dict(resume.training_state)
     restore_rng(resume.rng_states, noise_generator)
-    return float(resume.training_state.get("train_seconds", 0.0))
+    return float(resume.training_state.get("train_seconds", 0.0)), read_history(work_dir / "loss.csv", resume.step)
+
+
+def training_info(config: TrainConfig, dataset_hash: str, batch_size: int, checkpointing: bool, processes: int):
+    """checkpoint.json's description of the training (what a resume must match, and how it ran)."""
+    return {
+        "fingerprint": fingerprint_json(config),
+        "dataset_hash": dataset_hash,
+        "batch_size": batch_size,
+        "gradient_checkpointing": checkpointing,
+        "processes": processes,
+    }
 
 
 def nonfinite_message(what: str, step: int, checkpoints_dir: Path) -> str:
@@ -273,14 +286,11 @@ class Checkpointer:
     checkpoints_dir: Path
     accelerator: Any
     trainable: list[torch.nn.Parameter]
-    optimizer: Any
-    schedule: Any
-    scaler: Any
+    optimization: Any  # optim.Optimization: the optimiser, schedule and loss scaler
     adapters: Callable[[], dict[str, torch.Tensor]]  # the trainable weights now, joined (`join_adapters`)
     export: Callable[[Path], Any]  # writes the LoRA files into a folder
     info: dict[str, Any]  # checkpoint.json: fingerprint, dataset_hash, batch_size, gradient_checkpointing, processes
     keep: int
-    after: Callable[[list[dict[str, float]]], Any]  # then, on the main process: the loss files from the history
 
     def save(
         self, step: int, rng_states: dict[str, Any], train_seconds: float, history: list[dict[str, float]]
@@ -296,14 +306,9 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
         folder = None
         if main:
-            state = {
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "train_seconds": train_seconds,
-            }
+            state = {**self.optimization.state_dict(), "train_seconds": train_seconds}
             info = {**self.info, "loss": history[-1]["loss"] if history else None}
             folder = finish_checkpoint(staging, step, self.adapters(), state, info, self.export, self.keep)
-            self.after(history)
+            write_loss_files(self.checkpoints_dir.parent, history)  # loss.csv and loss.png, beside checkpoints/
         self.accelerator.wait_for_everyone()
         return folder

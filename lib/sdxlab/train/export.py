@@ -514,11 +514,13 @@ def _sdxl_unet_config() -> dict[str, Any]:
     return load_architecture()["unet"]
 
 
-def training_exporter(pipe, config, parameters: Mapping[str, Any], dataset_hash: str, new_tokens):
+def training_exporter(pipe, config, dataset_hash: str, batch_size: int, new_tokens):
     """`export_training` into a folder, with this training's settings and metadata (checkpoints and final files)."""
     import functools
 
-    metadata = training_metadata(parameters, dataset_hash)
+    from sdxlab.train.publish import config_json
+
+    metadata = training_metadata(config_json(config, dataset_hash, batch_size), dataset_hash)
     metadata["ss_learning_rate"] = str(config.learning_rate)  # as given, not as train_config.json rounds it
     return functools.partial(
         export_training,

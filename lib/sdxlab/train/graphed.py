@@ -332,17 +332,9 @@ class StepComparison:
     gradient_relative: float
 
 
-def compare_with_eager(
-    unet,
-    noise_scheduler,
-    trainable: list[torch.nn.Parameter],
-    config: TrainConfig,
-    autocast_dtype: torch.dtype | None,
-    device: torch.device,
-    step_batches: list[list[Batch]],
-    capture: bool | None = None,
-) -> dict[str, Any]:
-    """Train the same steps three times from the same LoRA weights: eager, eager again, and with `CapturedStep`.
+def compare_with_eager(runner: CapturedStep, step_batches: list[list[Batch]]) -> dict[str, Any]:
+    """Train the same steps three times from the same LoRA weights: eager, eager again, and with `runner` (a
+    fresh `CapturedStep`; the eager runs use its UNet, noise scheduler, trainable weights, config and autocast).
 
     Each run: zero the gradients, forward and backward every micro-batch of the step (noise and timesteps from a
     generator seeded alike), clip, record the loss and all LoRA gradients, take the optimizer step (a fresh
@@ -354,14 +346,15 @@ def compare_with_eager(
     """
     from sdxlab.train.optim import build_optimizer
 
-    device = torch.device(device)
+    unet, noise_scheduler, trainable, config = runner.unet, runner.noise_scheduler, runner.trainable, runner.config
+    autocast_dtype, device = runner.autocast_dtype, runner.device
     start = [parameter.detach().clone() for parameter in trainable]
 
     def synchronize():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def run(runner: CapturedStep | None):
+    def run(runner: CapturedStep | None):  # None: eager
         with torch.no_grad():
             for parameter, value in zip(trainable, start, strict=True):
                 parameter.copy_(value)
@@ -413,7 +406,6 @@ def compare_with_eager(
     try:
         eager = run(None)
         again = run(None)
-        runner = CapturedStep(unet, noise_scheduler, trainable, config, autocast_dtype, device, capture=capture)
         other = run(runner)
     finally:
         with torch.no_grad():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sdxlab import plots
+from sdxlab.plots import close
 from sdxlab.train.loop import TrainEvent
+from sdxlab.train.plots import loss_curve, validation_over_time
 
 
 class LiveTrainingView:
@@ -24,11 +25,11 @@ class LiveTrainingView:
             self._loss_slot = self._slot()
             self._validation_slot = self._slot()
         elif event.kind == "step" and (event.step % self.every == 0):
-            self._show(self._loss_slot, plots.loss_curve(event.history, note=self.note))
+            self._show(self._loss_slot, loss_curve(event.history, note=self.note))
         elif event.kind == "checkpoint" and event.validation:
-            self._show(self._validation_slot, plots.validation_over_time(event.validation, note=self.note))
+            self._show(self._validation_slot, validation_over_time(event.validation, note=self.note))
         elif event.kind == "end":
-            self._show(self._loss_slot, plots.loss_curve(event.history, note=self.note))
+            self._show(self._loss_slot, loss_curve(event.history, note=self.note))
 
     @staticmethod
     def _slot():
@@ -45,4 +46,4 @@ class LiveTrainingView:
     def _show(slot, figure) -> None:
         if slot is not None:
             slot.update(figure)
-        plots.close(figure)
+        close(figure)

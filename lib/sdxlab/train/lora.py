@@ -91,3 +91,17 @@ def parameter_groups(pipe, config: TrainConfig, new_tokens=None) -> list[dict]:
     if new_tokens is not None:
         groups.append({"params": list(new_tokens.parameters()), "lr": config.embedding_lr, "weight_decay": 0.0})
     return groups
+
+
+def set_training_mode(pipe, text_encoders: bool) -> None:
+    """The UNet trains (its LoRA dropout is on); the text encoders only when their LoRA trains."""
+    pipe.unet.train()
+    for encoder in (pipe.text_encoder, pipe.text_encoder_2):
+        encoder.train(text_encoders)
+
+
+def checkpoint_weights(pipe, text_encoders: bool, new_tokens=None) -> dict[str, torch.Tensor]:
+    """`adapter_state` as one flat dict of tensors, as a checkpoint stores it (`checkpoint.join_adapters`)."""
+    from sdxlab.train.checkpoint import join_adapters
+
+    return join_adapters(adapter_state(pipe, text_encoders, new_tokens))

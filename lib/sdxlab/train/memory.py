@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -114,11 +115,28 @@ def agree_across_processes(accelerator, batch_size: int, checkpointing: bool, en
     return batch_size, checkpointing
 
 
-def batch_line(
-    batch_size: int, accumulation: int, processes: int, checkpointing: bool, views: int, images: int, flip: bool
-) -> str:
+def batch_line(batch_size: int, checkpointing: bool, config, processes: int, views: int, images: int) -> str:
     return (
-        f"Batch size {batch_size} per step × {accumulation} accumulation × {processes} process(es); gradient "
-        f"checkpointing {'on' if checkpointing else 'off'}; {views} training views ({images} images"
-        f"{' + mirrored' if flip else ''})."
+        f"Batch size {batch_size} per step × {config.gradient_accumulation} accumulation × {processes} process(es); "
+        f"gradient checkpointing {'on' if checkpointing else 'off'}; {views} training views ({images} images"
+        f"{' + mirrored' if config.flip else ''})."
     )
+
+
+def choose_batch_size(config, resume, pipe, batches, step, trainable, processes) -> tuple[int, bool]:
+    """The batch size and gradient checkpointing every process trains with: from the checkpoint when resuming,
+    else `train_batch_size` ("auto": the largest batch whose forward and backward fit, `step.loss` on `batches`),
+    agreed across processes."""
+    enable = functools.partial(
+        enable_gradient_checkpointing, pipe.unet, [pipe.text_encoder, pipe.text_encoder_2], config.text_encoder
+    )
+    device, with_prior = processes.device, batches.class_views is not None
+    batch_size, checkpointing = batch_size_and_checkpointing(
+        config,
+        resume.info if resume else None,
+        device,
+        len(batches.views),
+        enable_checkpointing=enable,
+        try_batch=lambda size: probe(size, batches.make, step.loss, trainable, with_prior, device),
+    )
+    return agree_across_processes(processes.accelerator, batch_size, checkpointing, enable)

@@ -19,7 +19,7 @@ from torch import nn
 
 from sdxlab.train.conditioning import encode_tokens
 from sdxlab.train.config import TrainError
-from sdxlab.train.validation import encode_validation_prompts
+from sdxlab.train.validation import encode_validation_prompts, fill_prompt
 
 EMBEDDING_KEYS = ("clip_l", "clip_g")  # text_encoder (CLIP ViT-L) and text_encoder_2 (OpenCLIP bigG)
 
@@ -121,6 +121,23 @@ class TextPhases:
         )
         self.validation_encoded = None  # the validation prompts' encodings, once the text side is final
 
+    @classmethod
+    def of(cls, pipe, config, captions, new_tokens, dtype, autocast_dtype, device) -> TextPhases:
+        """The phases `config` asks for: text-encoder LoRA for the whole run, new tokens for `pivotal_steps`; the
+        validation prompts with the subject written as the training's tokens."""
+        prompts = [fill_prompt(prompt, config.token_strings, config.class_word) for prompt in config.validation_prompts]
+        return cls(
+            pipe,
+            captions,
+            new_tokens,
+            config.text_encoder,
+            config.pivotal_steps,
+            prompts,
+            dtype,
+            autocast_dtype,
+            device,
+        )
+
     def live(self, step: int) -> bool:
         """Whether the text encoders run every step (they train), or their cached output is used."""
         return self.encoders_train or step < self.pivotal_steps
@@ -157,3 +174,10 @@ class TextPhases:
         # still training, or the checkpoint falls on the very step the text side ends (its encodings are cached
         # at the start of the next step): encode now, the encoders are still in place
         return encode_validation_prompts(self.pipe, self.validation_prompts, self.dtype)
+
+
+def new_token_embeddings(pipe, config) -> NewTokenEmbeddings | None:
+    """Pivotal tuning's new tokens in both text encoders (None without pivotal tuning), seeded by `config.seed`."""
+    if not config.pivotal_tuning:
+        return None
+    return NewTokenEmbeddings(pipe, config.token_strings, torch.Generator().manual_seed(config.seed))

@@ -24,6 +24,7 @@ from typing import Any
 from sdxlab import files
 from sdxlab.train import checkpoint as ckpt
 from sdxlab.train.config import COMMON_PARAMETERS
+from sdxlab.train.history import write_loss_files
 
 UNFINISHED_SUFFIX = ".unfinished"
 # what a training writes besides the LoRA files named in train_config.json
@@ -119,39 +120,6 @@ def config_json(config, data_hash: str, batch_size: int) -> dict[str, Any]:
     return out
 
 
-def read_history(loss_csv: Path, up_to_step: int) -> list[dict[str, float]]:
-    """loss.csv's rows up to `up_to_step` (where a resumed training continues the curve)."""
-    if not loss_csv.is_file():
-        return []
-    import pandas as pd
-
-    frame = pd.read_csv(loss_csv)
-    return [dict(row) for row in frame[frame["step"] <= up_to_step].to_dict("records")]
-
-
-def write_loss_files(output_dir: Path, history: list[dict[str, float]]) -> tuple[Path, Path]:
-    import pandas as pd
-
-    from sdxlab import plots
-
-    loss_csv = files.write_csv(
-        output_dir / "loss.csv", pd.DataFrame(history, columns=["step", "loss", "lr", "samples_per_s", "elapsed_s"])
-    )
-    figure = plots.loss_curve(history)
-    loss_png = files.save_figure(output_dir / "loss.png", figure)
-    plots.close(figure)
-    return loss_csv, loss_png
-
-
-def write_validation_grid(output_dir: Path, validation: list) -> Path:
-    from sdxlab import plots
-
-    figure = plots.validation_over_time(validation)
-    path = files.save_figure(output_dir / "validation_grid.png", figure)
-    plots.close(figure)
-    return path
-
-
 def finish(work_dir: Path, output_dir: Path, values: dict[str, Any], history: list[dict[str, float]]) -> Path:
     """Write the loss files and train_config.json (last: it marks the folder complete), then publish."""
     write_loss_files(work_dir, history)
@@ -164,7 +132,6 @@ def train_config_values(
     data_hash: str,
     batch_size: int,
     exported,
-    tokens: list[str],
     wall_seconds: float,
     cost: str,
     history: list[dict[str, float]],
@@ -176,7 +143,7 @@ def train_config_values(
         lora_file=exported.diffusers.name,
         kohya_file=exported.kohya.name,
         embeddings_file=exported.embeddings.name if exported.embeddings else None,
-        tokens=tokens,
+        tokens=config.token_strings,
         dataset_hash=data_hash,
         wall_seconds=round(wall_seconds, 1),
         cost=cost,

@@ -105,6 +105,24 @@ class TrainingStep:
     processes: int = 1
     process: int = 0
 
+    @classmethod
+    def of(cls, pipe, config, autocast_dtype, device, processes: int, process: int) -> TrainingStep:
+        """The step `config` asks for (noise offset, min-SNR weighting, prior loss weight) on the pipeline's UNet,
+        with the forward process SDXL was trained with (DDPM, from the pipeline's scheduler configuration)."""
+        from diffusers import DDPMScheduler
+
+        return cls(
+            pipe.unet,
+            DDPMScheduler.from_config(pipe.scheduler.config),
+            config.noise_offset,
+            config.min_snr_gamma,
+            config.prior_loss_weight,
+            autocast_dtype,
+            device,
+            processes,
+            process,
+        )
+
     def draw(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         rows = own_rows(
             int((~batch.is_prior).sum()), int(batch.is_prior.sum()), self.processes, self.process, self.device

@@ -89,3 +89,36 @@ def render_validation(
         pipe.unet.train(was_training)
         pipe.vae.to(vae_device)
     return rendered
+
+
+def validate_checkpoint(pipe, config, step: int, text, so_far: list, work_dir: Path) -> None:
+    """The validation pictures of checkpoint `step` (every prompt × train_validation_seeds, encoded by the text
+    side as it is now: `text` is the training's `pivotal.TextPhases`) added to `so_far`, and the grid of all so
+    far rewritten. The main process calls it."""
+    prompts = text.validation_prompts
+    if not (prompts and config.validation_seeds):
+        return
+    so_far.extend(
+        render_validation(
+            pipe,
+            step,
+            prompts,
+            text.validation(step),
+            config.validation_seeds,
+            config.resolution,
+            config.validation_steps,
+            config.validation_guidance,
+            work_dir / "validation",
+        )
+    )
+    write_validation_grid(work_dir, so_far)
+
+
+def write_validation_grid(output_dir: Path, validation: list) -> Path:
+    from sdxlab.plots import close
+    from sdxlab.train.plots import validation_over_time
+
+    figure = validation_over_time(validation)
+    path = files.save_figure(output_dir / "validation_grid.png", figure)
+    close(figure)
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sdxlab.models import Placement, load_architecture, place_pipeline, write_sdxl_config
+from sdxlab.models import Placement, hide_torchvision_notice, load_architecture, place_pipeline, write_sdxl_config
 
 
 def build_random_sdxl(device: str | torch.device = "cuda", dtype: torch.dtype = torch.bfloat16, seed: int = 0):
@@ -22,6 +22,7 @@ def build_random_sdxl(device: str | torch.device = "cuda", dtype: torch.dtype = 
     The weights are created directly on the device (seconds on a GPU, instead of minutes of CPU
     initialisation), then cast to `dtype`; the VAE stays in fp32 under fp16, as `sdxlab.models` places it.
     """
+    hide_torchvision_notice()
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer

@@ -1,0 +1,25 @@
+"""How sdxlab recognises the offline tiny model and labels what it produces: one test, one warning text.
+
+The tiny model (`model="tiny"`, `clip_model="tiny"`) lets the whole workbook run offline on a CPU. Its
+numbers and pictures show that the plumbing works and say nothing about quality, so every plot, report and
+notebook that shows them carries `RANDOM_WEIGHTS_NOTE`, and decides whether to with `is_random_weights`.
+Change the wording here and it changes everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline model (SDXL and CLIP alike)
+
+RANDOM_WEIGHTS_NOTE = "tiny random-weight model: these numbers are meaningless (they prove the plumbing, not quality)"
+
+
+def is_random_weights(*models: str | os.PathLike | None) -> bool:
+    """True when any of these model names (the generator's `model`, a `clip_model`) is the offline tiny model."""
+    return any(model is not None and str(model) == TINY_MODEL for model in models)
+
+
+def random_weights_note(*models: str | os.PathLike | None) -> str:
+    """`RANDOM_WEIGHTS_NOTE` when any of these models is the tiny one, else "" (for titles and reports)."""
+    return RANDOM_WEIGHTS_NOTE if is_random_weights(*models) else ""
