@@ -9,7 +9,7 @@ def test_the_tiny_model_is_recognised_by_its_name_for_the_generator_and_clip():
     assert not is_random_weights(None) and not is_random_weights()
 
 
-def test_the_note_says_the_numbers_are_meaningless_and_is_empty_for_real_models():
+def test_the_note_says_the_scores_are_meaningless_and_is_empty_for_real_models():
     assert random_weights_note("real/model", "tiny") == RANDOM_WEIGHTS_NOTE
     assert "meaningless" in RANDOM_WEIGHTS_NOTE and "random" in RANDOM_WEIGHTS_NOTE
     assert random_weights_note("real/model", "real/clip") == ""

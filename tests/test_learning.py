@@ -1,16 +1,31 @@
 """The demo LoRA learns from the sample photos: a trainer that does not learn fails here.
 
-On fixed noise and timesteps, the UNet with the demo run's final LoRA must predict the noise in the training
-photos' latents better than the base model (LoRA scale 0) does: that error is what training lowers. With a
-trainer that does not learn (learning rate 0, a loss that ignores the images, a LoRA that is not saved or not
-applied) both numbers are equal, since a LoRA starts as an exact no-op. The demo's tiny base model has random
-weights, so the margin is small (measured 2026-12-01: 1.113 without, 1.055 with the LoRA, i.e. 5% lower); the
-test asks for 2%. Whether faces appear (issue 15) needs a base model that makes pictures; see the closing notes.
+The tiny base model's VAE and UNet were pretrained on pictures without any person (`sdxlab.tiny_base`), so
+whatever of the sample photos the demo's pictures show came from the LoRA. Three kinds of evidence, each
+equal at LoRA scale 0 and 1 when training is broken (learning rate 0, a loss that ignores the images, a LoRA
+that is not saved or not applied), since a LoRA starts as an exact no-op:
+
+- the UNet with the final LoRA predicts the training photos' noise better than the base model (what training
+  lowers, on fixed noise and timesteps);
+- 03's pictures at LoRA scale 1 are nearer the training photos than the base model's, and the last training
+  checkpoint's nearer than the first's (mean absolute pixel difference at 32 px to the nearest training photo:
+  a resemblance of colours and layout, not a likeness);
+- the base model draws no face dlib finds.
+
+Issue 15's face targets (dlib finds the face in half the pictures at scale 1 with likeness position >= 0.5;
+likeness rising over checkpoints) are written out below and not met yet: the toy model draws a head (hair,
+face, dark collar) but not features dlib recognises (measured 2026-12-01 on a 2-core CPU: 0 faces in 12
+pictures at scale 1, best HOG score 0.39 after 1000 steps against the 0.35 cut, 0.25 after the demo's 300).
+They are xfail(strict=True): the day a better base model meets them, the marker must go.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -60,6 +75,83 @@ def denoising_errors(layout, draws: int = 4, seed: int = 0) -> dict[float, float
 
 def test_the_lora_fits_the_sample_photos_better_than_the_base_model(demo_run, one_torch_thread):
     errors = denoising_errors(demo_run)
-    assert errors[1.0] < 0.98 * errors[0.0], (
+    assert errors[1.0] < 0.9 * errors[0.0], (
         f"denoising error on the training photos: {errors[1.0]:.4f} with the LoRA, {errors[0.0]:.4f} without"
     )
+
+
+def _small(path, size: int = 32) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
+
+
+@pytest.fixture(scope="module")
+def picture_distances(demo_run) -> pd.DataFrame:
+    """03's pictures (samples.csv) with `distance`: mean absolute pixel difference to the nearest training photo."""
+    photos = np.stack([_small(path) for path in sorted((demo_run.dataset / "images").glob("*.png"))])
+    frame = pd.read_csv(demo_run.samples / "samples.csv")
+    frame["distance"] = [
+        float(np.abs(_small(demo_run.samples / name)[None] - photos).mean(axis=(1, 2, 3)).min())
+        for name in frame["file"]
+    ]
+    return frame
+
+
+def test_the_lora_draws_pictures_nearer_the_photos_than_the_base_model(picture_distances):
+    final = picture_distances[picture_distances["checkpoint"] == "final"]
+    base = final.loc[final["lora_scale"] == 0.0, "distance"].mean()
+    lora = final.loc[final["lora_scale"] == 1.0, "distance"].mean()
+    # measured 2026-12-01: 0.254 without, 0.180 with the LoRA (ratio 0.71)
+    assert lora < 0.85 * base, f"distance to the training photos: {lora:.3f} at LoRA scale 1, {base:.3f} at 0"
+
+
+def test_the_pictures_near_the_photos_over_training(picture_distances):
+    steps = picture_distances[picture_distances["checkpoint"].str.startswith("step_")]
+    by_step = steps.groupby("checkpoint")["distance"].mean().sort_index()
+    assert len(by_step) >= 2, f"03_sample drew {len(by_step)} training checkpoint(s); two are needed"
+    first, last = by_step.iloc[0], by_step.iloc[-1]
+    # measured 2026-12-01: 0.209 at step 100, 0.182 at 200, 0.172 at 300
+    assert last < 0.93 * first, f"distance at {by_step.index[-1]} {last:.3f}, at {by_step.index[0]} {first:.3f}"
+
+
+@pytest.fixture(scope="module")
+def summary(demo_run) -> dict:
+    path = demo_run.metrics / "summary.json"
+    assert path.is_file(), f"04_evaluate wrote no summary.json in {demo_run.metrics}"
+    return json.loads(path.read_text())
+
+
+def _hit_likeness(group: dict) -> float:
+    """Mean calibrated likeness over ALL images of a group, an image without a face counting as a stranger (0)."""
+    position = group["likeness_position_mean"]
+    return group["face_found_rate"] * (position if position is not None else 0.0)
+
+
+FACE_TARGET = pytest.mark.xfail(
+    strict=True,
+    reason=("issue 15's face targets are not reached by the tiny toy model: it draws a head, not features dlib finds"),
+)
+
+
+def test_the_base_model_draws_no_face(summary):
+    base = summary["per_lora_scale"]["0"]
+    assert base["face_found_rate"] <= 0.1, f"the base model drew {base['faces_found']} face(s) in {base['images']}"
+
+
+@FACE_TARGET
+def test_the_trained_lora_draws_the_sample_face(summary):
+    full = summary["per_lora_scale"]["1"]
+    assert full["face_found_rate"] >= 0.5, f"dlib found {full['faces_found']} faces in {full['images']} pictures"
+    assert full["likeness_position_mean"] >= 0.5, f"likeness position {full['likeness_position_mean']}"
+
+
+@FACE_TARGET
+def test_likeness_rises_from_the_first_checkpoint_to_the_last_and_beyond_the_base(summary):
+    checkpoints = sorted(
+        (group for group in summary["per_checkpoint"].values() if group["step"] is not None),
+        key=lambda group: group["step"],
+    )
+    assert len(checkpoints) >= 2, "03_sample drew fewer than two training checkpoints"
+    first, last = _hit_likeness(checkpoints[0]), _hit_likeness(checkpoints[-1])
+    assert last >= first + 0.25, f"likeness {last:.2f} at the last checkpoint, {first:.2f} at the first"
+    assert _hit_likeness(summary["per_lora_scale"]["1"]) >= _hit_likeness(summary["per_lora_scale"]["0"]) + 0.25

@@ -12,7 +12,6 @@ from sdxlab.models import (
     Placement,
     choose_placement,
     clip_vocabulary,
-    load_architecture,
     load_pipeline,
     tiny_sdxl,
 )
@@ -40,8 +39,22 @@ def test_tiny_model_has_sdxl_structure(tiny_pipe):
     assert unet.cross_attention_dim == te1.hidden_size + te2.hidden_size
     # added conditioning: pooled text_encoder_2 projection plus six time ids (1280 + 6 * 256 = 2816)
     assert unet.projection_class_embeddings_input_dim == te2.projection_dim + 6 * unet.addition_time_embed_dim
-    assert tiny_pipe.vae.config.scaling_factor == load_architecture()["vae"]["scaling_factor"]
-    assert 2 ** (len(tiny_pipe.vae.config.block_out_channels) - 1) == 8  # SDXL's 8x latent downsampling
+    # the pretrained toy: 4x latent downsampling (SDXL: 8x) with its own measured latent scale, 4 latent channels
+    assert 2 ** (len(tiny_pipe.vae.config.block_out_channels) - 1) == 4
+    assert tiny_pipe.vae.config.latent_channels == unet.in_channels == 4
+    assert 0.1 < tiny_pipe.vae.config.scaling_factor < 10
+    assert tiny_pipe.scheduler.config.prediction_type == "v_prediction"
+
+
+def test_tiny_model_carries_the_shipped_pretrained_weights(tiny_pipe):
+    from sdxlab import models, tiny_base
+
+    fresh = models.build_tiny_pipeline()
+    tiny_base.load_base(fresh.vae, fresh.unet)
+    for name, module in (("unet", tiny_pipe.unet), ("vae", tiny_pipe.vae)):
+        stored = dict(getattr(fresh, name).state_dict())
+        for key, value in module.state_dict().items():
+            torch.testing.assert_close(value, stored[key], msg=f"{name}.{key}")
 
 
 def test_tiny_model_uses_the_real_clip_tokenizer(tiny_pipe):

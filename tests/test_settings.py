@@ -134,7 +134,7 @@ def test_help_lists_every_parameter_with_default_and_help():
         [sys.executable, "-m", "sdxlab.train", "--help"], capture_output=True, text=True, timeout=120
     )
     assert train.returncode == 0
-    assert "train_lora_rank = 4  # LoRA rank" in train.stdout and "sample_steps" not in train.stdout
+    assert "train_lora_rank = 32  # LoRA rank" in train.stdout and "sample_steps" not in train.stdout
 
 
 def test_generator_writes_a_stale_cell_back(tmp_path, project):

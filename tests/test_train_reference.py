@@ -3,7 +3,8 @@
 The reference below reads the dataset files itself and uses none of the trainer's helpers: it encodes the
 images with the VAE, the captions with both text encoders (penultimate hidden states concatenated, pooled
 output of the second), computes SDXL's six time ids from the crop boxes, noises the latents with the DDPM
-schedule built from the scheduler's betas, runs the UNet, and weighs the squared error (face mask, min-SNR).
+schedule built from the scheduler's betas, runs the UNet, and weighs the squared error against the scheduler's target (velocity for the tiny model,
+noise as SDXL predicts it in the epsilon case) by face mask and min-SNR.
 The trainer must produce the same loss and the same gradient for every LoRA weight.
 """
 
@@ -27,7 +28,17 @@ RESOLUTION = 64
 RANK = 4
 
 
-def run_one_step(dataset, output, **options):
+def tiny_pipeline(prediction_type: str | None = None):
+    """The tiny model (v-prediction); with `prediction_type="epsilon"` its scheduler predicts noise, as SDXL's does."""
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = load_pipeline("tiny", device="cpu", dtype="fp32")
+    if prediction_type is not None:
+        pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    return pipe
+
+
+def run_one_step(dataset, output, prediction_type: str | None = None, **options):
     """One optimizer step with learning rate 0 (weights stay put), capturing what the reference needs."""
     config = TrainConfig(
         dataset_dir=dataset,
@@ -66,15 +77,22 @@ def run_one_step(dataset, output, **options):
                 grads={name: p.grad.detach().clone() for name, p in lora},
             )
 
-    train(config, callbacks=[callback])
+    train(config, callbacks=[callback], pipe=tiny_pipeline(prediction_type))
     return captured
 
 
-def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None, prior: dict | None = None):
+def reference_loss(
+    dataset,
+    captured,
+    masked: bool,
+    min_snr_gamma: float | None,
+    prior: dict | None = None,
+    prediction_type: str | None = None,
+):
     """The loss and gradients written from the mathematics. `prior`: {"image": path, "caption": text, "weight": w}
     when prior preservation is on; each batch then ends with as many class rows as subject rows, and with a
     single class image every class row is that image (uncropped square: time ids res, res, 0, 0, res, res)."""
-    pipe = load_pipeline("tiny", device="cpu", dtype="fp32")
+    pipe = tiny_pipeline(prediction_type)
     unet = pipe.unet
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
@@ -120,10 +138,11 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None,
             hidden.append(output.hidden_states[-2])
             pooled = output.text_embeds if encoder is pipe.text_encoder_2 else pooled
         text = torch.cat(hidden, dim=-1)
-    weights = F.avg_pool2d(torch.stack(masks), kernel_size=8)  # one weight per latent: its 8×8 pixels' mean
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # pixels per latent side: 8 for SDXL, 4 tiny
+    weights = F.avg_pool2d(torch.stack(masks), kernel_size=factor)  # one weight per latent: its pixels' mean
 
     schedule = pipe.scheduler.config
-    assert schedule.beta_schedule == "scaled_linear" and schedule.prediction_type == "epsilon"
+    assert schedule.beta_schedule == "scaled_linear" and schedule.prediction_type in ("epsilon", "v_prediction")
     betas = (
         torch.linspace(
             schedule.beta_start**0.5, schedule.beta_end**0.5, schedule.num_train_timesteps, dtype=torch.float64
@@ -140,7 +159,11 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None,
         encoder_hidden_states=text,
         added_cond_kwargs={"text_embeds": pooled, "time_ids": torch.tensor(time_ids, dtype=torch.float32)},
     ).sample
-    squared = (prediction - noise) ** 2
+    if schedule.prediction_type == "epsilon":
+        target = noise
+    else:  # velocity (Salimans & Ho 2022): sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * latents
+        target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
+    squared = (prediction - target) ** 2
     if masked:
         full = weights.expand_as(squared)
         per_image = (squared * full).sum(dim=(1, 2, 3)) / full.sum(dim=(1, 2, 3))
@@ -148,7 +171,9 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None,
         per_image = squared.mean(dim=(1, 2, 3))
     if min_snr_gamma is not None:
         snr = alpha_bar.flatten() / (1 - alpha_bar.flatten())
-        per_image = per_image * torch.minimum(snr, torch.tensor(min_snr_gamma)) / snr
+        # Hang et al. 2023: min(SNR, gamma) / SNR for noise targets, min(SNR, gamma) / (SNR + 1) for velocity
+        divisor = snr if schedule.prediction_type == "epsilon" else snr + 1
+        per_image = per_image * torch.minimum(snr, torch.tensor(min_snr_gamma)) / divisor
     if prior:  # DreamBooth: the subject's mean loss plus the weighted mean loss of the class images
         loss = per_image[:subject_rows].mean() + prior["weight"] * per_image[subject_rows:].mean()
     else:
@@ -163,13 +188,20 @@ def reference_loss(dataset, captured, masked: bool, min_snr_gamma: float | None,
         dict(masked_loss=True, min_snr_gamma=5.0, flip=True, noise_offset=0.0),
         dict(masked_loss=False, min_snr_gamma=None, flip=False, noise_offset=0.1),
         dict(masked_loss=True, min_snr_gamma=5.0, flip=True, noise_offset=0.0, gradient_checkpointing=True),
+        dict(masked_loss=True, min_snr_gamma=5.0, flip=True, noise_offset=0.0, prediction_type="epsilon"),
     ],
-    ids=["masked-minsnr-flip", "plain-mse-noise-offset", "gradient-checkpointing"],
+    ids=["masked-minsnr-flip", "plain-mse-noise-offset", "gradient-checkpointing", "epsilon-like-sdxl"],
 )
 def test_one_training_step_matches_the_reference(train_dataset, tmp_path, options):
     captured = run_one_step(train_dataset, tmp_path / "lora", **options)
     assert len(captured["views"]) == 3
-    loss, grads = reference_loss(train_dataset, captured, options["masked_loss"], options["min_snr_gamma"])
+    loss, grads = reference_loss(
+        train_dataset,
+        captured,
+        options["masked_loss"],
+        options["min_snr_gamma"],
+        prediction_type=options.get("prediction_type"),
+    )
 
     assert captured["loss"] == pytest.approx(loss, rel=1e-4)
     assert len(grads) == len(captured["grads"]) > 0

@@ -1,8 +1,9 @@
 """How sdxlab recognises the offline tiny model and labels what it produces: one test, one warning text.
 
 The tiny model (`model="tiny"`, `clip_model="tiny"`) lets the whole workbook run offline on a CPU. Its
-numbers and pictures show that the plumbing works and say nothing about quality, so every plot, report and
-notebook that shows them carries `RANDOM_WEIGHTS_NOTE`, and decides whether to with `is_random_weights`.
+pictures come from a toy (its VAE and UNet pretrained on a dozen pictures without people, `sdxlab.tiny_base`;
+its text encoders and the tiny CLIP random), so every plot, report and notebook that shows them carries
+`RANDOM_WEIGHTS_NOTE`, and decides whether to with `is_random_weights` (named when all its weights were random).
 Change the wording here and it changes everywhere.
 """
 
@@ -12,7 +13,10 @@ import os
 
 TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline model (SDXL and CLIP alike)
 
-RANDOM_WEIGHTS_NOTE = "tiny random-weight model: these numbers are meaningless (they prove the plumbing, not quality)"
+RANDOM_WEIGHTS_NOTE = (
+    "tiny toy model (pretrained on a dozen pictures without people; text encoders and CLIP random): "
+    "its pictures show the workflow, not SDXL's quality, and its scores are meaningless"
+)
 
 
 def is_random_weights(*models: str | os.PathLike | None) -> bool:

@@ -48,7 +48,7 @@ class CommonSettings(Settings):
     outputs_dir: str | None = setting(None, "None: $SDXLAB_OUTPUTS if set, else <project>/outputs")
     model: str = setting(
         TINY_MODEL,
-        '"tiny" (offline random weights: numbers prove plumbing, not quality), a hub '
+        '"tiny" (offline toy model: shows the workflow, not quality), a hub '
         "id, a diffusers folder or a .safetensors file",
         check=_word,
     )

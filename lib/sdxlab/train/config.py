@@ -24,6 +24,19 @@ LORA_TARGET_PRESETS = {
     "attention": ["to_q", "to_k", "to_v", "to_out.0"],
     # plus the feed-forward layers and the transformer blocks' input/output projections (more capacity)
     "attention+ff": ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
+    # plus the ResNet blocks' two convolutions: the most capacity (the demo's tiny UNet needs it to form a head)
+    "attention+ff+conv": [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "proj_in",
+        "proj_out",
+        "conv1",
+        "conv2",
+    ],
 }
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy")
@@ -104,7 +117,7 @@ class TrainConfig(Settings):
         parameter="lora_name",
     )
     # length and batch
-    steps: int = setting(60, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
+    steps: int = setting(300, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
     batch_size: int | Literal["auto"] = setting(
         "auto", 'images per step and GPU; "auto": the largest that fits free GPU memory (2 on a CPU)', minimum=1
     )
@@ -118,24 +131,25 @@ class TrainConfig(Settings):
         choices=OPTIMIZERS,
     )
     learning_rate: float = setting(
-        1e-3,
-        "LoRA learning rate: 1e-4 for SDXL (1e-3 lets the tiny demo model visibly learn); 1.0 with prodigy",
+        2e-3,
+        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 300 steps); 1.0 with prodigy",
         minimum=0,
     )
-    lr_scheduler: str = setting("constant_with_warmup", ", ".join(LR_SCHEDULERS), choices=LR_SCHEDULERS)
-    lr_warmup_steps: int = setting(4, "steps over which the learning rate rises from 0", minimum=0)
+    lr_scheduler: str = setting("cosine", ", ".join(LR_SCHEDULERS), choices=LR_SCHEDULERS)
+    lr_warmup_steps: int = setting(10, "steps over which the learning rate rises from 0", minimum=0)
     adam_beta1: float = internal(0.9)
     adam_beta2: float = internal(0.999)
     adam_weight_decay: float = setting(1e-4, "AdamW weight decay on the LoRA weights", minimum=0)
     adam_epsilon: float = internal(1e-8)
     max_grad_norm: float = setting(1.0, "gradient clipping; 0 turns it off", minimum=0)
     # LoRA
-    lora_rank: int = setting(4, "LoRA rank: 4 small and fast, 16-32 more capacity for faces", minimum=1)
+    lora_rank: int = setting(32, "LoRA rank: 4 small and fast, 16-32 more capacity for faces", minimum=1)
     lora_alpha: float | None = setting(None, "LoRA alpha; None: equal to the rank (scale 1)", above=0)
     lora_dropout: float = setting(0.0, "dropout inside the LoRA layers", minimum=0, below=1)
     lora_targets: str | list[str] = setting(
-        "attention",
-        '"attention" (q, k, v, out), "attention+ff" (adds feed-forward and projections), or a list of module names',
+        "attention+ff+conv",
+        '"attention" (q, k, v, out), "attention+ff" (adds feed-forward and projections), "attention+ff+conv" (adds '
+        "the ResNet convolutions), or a list of module names",
         check=_lora_targets,
     )
     # text encoders and pivotal tuning
@@ -180,7 +194,7 @@ class TrainConfig(Settings):
         "small batches; train/graphed.py says when it cannot); False: always eager; True: required",
     )
     # checkpoints, pictures, cost
-    checkpoint_every: int = setting(20, "steps between checkpoints (each with validation images)", minimum=1)
+    checkpoint_every: int = setting(100, "steps between checkpoints (each with validation images)", minimum=1)
     keep_checkpoints: int = setting(3, "newest checkpoints kept; 0 keeps all", minimum=0)
     resume: bool = setting(False, "True: continue from the newest checkpoint (same parameters required)")
     validation_prompts: list[str] = setting(
@@ -191,10 +205,13 @@ class TrainConfig(Settings):
         [0], "one validation picture per prompt and seed at every checkpoint", check=_seeds
     )
     validation_steps: int = like(
-        GenerationSettings, "steps", default=4, help="sampling steps per validation picture (25-30 for SDXL)"
+        GenerationSettings, "steps", default=8, help="sampling steps per validation picture (25-30 for SDXL)"
     )
     validation_guidance: float = like(
-        GenerationSettings, "guidance", default=5.0, help="classifier-free guidance of the validation pictures"
+        GenerationSettings,
+        "guidance",
+        default=3.0,
+        help="classifier-free guidance of the validation pictures (5 for SDXL; the demo's toy saturates above 3)",
     )
     gpu_price_per_hour: float = setting(0.0, "for the cost line, in dollars per GPU hour; 0: unknown", minimum=0)
     progress: bool = internal(True)  # tqdm progress bar

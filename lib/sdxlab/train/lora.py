@@ -27,7 +27,7 @@ def add_lora(model, config: TrainConfig, target_modules: list[str], what: str) -
     except ValueError as error:  # peft: none of the target modules exist in this model
         raise TrainError(
             f"train_lora_targets {target_modules} match no layer of the {what} ({error}); "
-            'use the preset "attention" or "attention+ff".'
+            'use the preset "attention", "attention+ff" or "attention+ff+conv".'
         ) from None
     parameters = [p for p in model.parameters() if p.requires_grad]
     for parameter in parameters:
