@@ -408,6 +408,7 @@ def test_prodigy_trains_feed_forward_targets_and_records_its_step_size(train_dat
             steps=4,
             optimizer="prodigy",
             learning_rate=1.0,
+            lr_scheduler="constant",  # so the recorded step size is d alone
             lora_targets="attention+ff",
             checkpoint_every=1,
             keep_checkpoints=0,

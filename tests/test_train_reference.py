@@ -52,6 +52,7 @@ def run_one_step(dataset, output, prediction_type: str | None = None, **options)
         lr_warmup_steps=0,
         max_grad_norm=0.0,
         lora_rank=RANK,
+        lora_targets="attention",  # what the reference below adds
         checkpoint_every=1,
         validation_prompts=[],
         device="cpu",

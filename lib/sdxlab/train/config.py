@@ -117,7 +117,7 @@ class TrainConfig(Settings):
         parameter="lora_name",
     )
     # length and batch
-    steps: int = setting(300, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
+    steps: int = setting(240, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
     batch_size: int | Literal["auto"] = setting(
         "auto", 'images per step and GPU; "auto": the largest that fits free GPU memory (2 on a CPU)', minimum=1
     )
@@ -132,7 +132,7 @@ class TrainConfig(Settings):
     )
     learning_rate: float = setting(
         2e-3,
-        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 300 steps); 1.0 with prodigy",
+        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 240 steps); 1.0 with prodigy",
         minimum=0,
     )
     lr_scheduler: str = setting("cosine", ", ".join(LR_SCHEDULERS), choices=LR_SCHEDULERS)
@@ -194,7 +194,7 @@ class TrainConfig(Settings):
         "small batches; train/graphed.py says when it cannot); False: always eager; True: required",
     )
     # checkpoints, pictures, cost
-    checkpoint_every: int = setting(100, "steps between checkpoints (each with validation images)", minimum=1)
+    checkpoint_every: int = setting(80, "steps between checkpoints (each with validation images)", minimum=1)
     keep_checkpoints: int = setting(3, "newest checkpoints kept; 0 keeps all", minimum=0)
     resume: bool = setting(False, "True: continue from the newest checkpoint (same parameters required)")
     validation_prompts: list[str] = setting(
