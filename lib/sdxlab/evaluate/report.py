@@ -462,7 +462,7 @@ def build_summary(
     if calibration is not None:
         calibration_dict.update(calibration.to_dict())
     summary = {
-        "note": " ".join(warnings),
+        "note": "; ".join(warnings),  # each note is a clause; the CLIP one ends the sentence
         "meaningful": {"images": not random_images, "clip": clip_meaningful},
         "created": dt.datetime.now().isoformat(timespec="seconds"),
         "run": run,
