@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from sdxlab import files
+from sdxlab.train.step import min_snr_weights
 
 BASE_FILE = Path(__file__).with_name("data") / "tiny_base.safetensors"
 
@@ -163,6 +164,13 @@ class Progress:
     seconds: float
 
 
+def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
 def _checkpoint(folder: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
     target = folder / f"{name}.pt"
     with files.atomic_path(target) as temporary:
@@ -208,10 +216,7 @@ def train_vae(
         latents = posterior.sample(generator)
         decoded = vae.decode(latents).sample
         loss = F.l1_loss(decoded, pixels) + F.mse_loss(decoded, pixels) + kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
+        _optimizer_step(vae, optimizer, loss)
         running = loss.item() if step == start else 0.95 * running + 0.05 * loss.item()
         if (step + 1) % every == 0 or step + 1 == steps:
             _checkpoint(work_dir, "vae", vae, optimizer, step + 1)
@@ -326,12 +331,10 @@ def train_unet(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
-    velocity = noise_scheduler.config.prediction_type == "v_prediction"
+    prediction_type = noise_scheduler.config.prediction_type
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     start = _resume(work_dir, "unet", unet, optimizer)
     generator = torch.Generator().manual_seed(seed + start)
-    alphas = noise_scheduler.alphas_cumprod
-    snr_all = alphas / (1 - alphas)
     time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
     unet.train()
     began, running = time.time(), 0.0
@@ -357,16 +360,11 @@ def train_unet(
             encoder_hidden_states=embeds,
             added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.expand(batch, -1)},
         ).sample
-        snr = snr_all[timesteps]
-        if velocity:
-            target, weight = noise_scheduler.get_velocity(x0, noise, timesteps), torch.clamp(snr, max=5.0) / (snr + 1)
-        else:
-            target, weight = noise, torch.clamp(snr, max=5.0) / snr
+        velocity = prediction_type == "v_prediction"
+        target = noise_scheduler.get_velocity(x0, noise, timesteps) if velocity else noise
+        weight = min_snr_weights(noise_scheduler, timesteps, 5.0, prediction_type)  # the trainer's own weighting
         loss = (weight * ((prediction - target) ** 2).mean(dim=(1, 2, 3))).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
+        _optimizer_step(unet, optimizer, loss)
         running = loss.item() if step == start else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % every == 0 or step + 1 == steps:
             _checkpoint(work_dir, "unet", unet, optimizer, step + 1)
