@@ -10,7 +10,11 @@ LIB = Path(__file__).resolve().parents[1] / "lib"
 
 CODE = """
 import logging
-import sdxlab.models, sdxlab.sample, sdxlab.train, sdxlab.evaluate, sdxlab.prompt_search
+import sdxlab.models
+from sdxlab.sample import Sampler  # the stage packages export lazily: import what they hold
+from sdxlab.train import train
+from sdxlab.evaluate import evaluate_run
+from sdxlab.prompt_search import run_search
 notices = logging.getLogger("transformers.utils.import_utils")
 assert not notices.filters, "importing sdxlab installed a logging filter"
 sdxlab.models.hide_torchvision_notice()
@@ -25,3 +29,24 @@ def test_importing_sdxlab_installs_no_logging_filter_and_loading_hides_the_notic
     result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "requires torchvision" not in result.stderr
+
+
+HELP = """
+import runpy, sys
+sys.argv = ["sdxlab", "run", "--help"]
+try:
+    runpy.run_module("sdxlab", run_name="__main__")
+except SystemExit:
+    pass
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_the_command_line_help_reads_every_setting_without_importing_torch():
+    """`sdxlab run --help` lists every stage's settings; the stage packages export lazily (`sdxlab.lazy`), so
+    it no longer imports torch, peft and diffusers first (8 s before, 0.3 s after on a 2-core CPU)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIB), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", HELP], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train_lora_rank = " in result.stdout and "sample_steps = " in result.stdout
+    assert result.stdout.strip().endswith("torch imported: False")

@@ -8,43 +8,38 @@
 - `upload`: the notebook's upload widget and caption editor.
 """
 
-from sdxlab.capture.checks import DUPLICATE_MAX_DISTANCE, IDENTITY_MAX_DISTANCE, MIN_SHARPNESS, perceptual_hash
-from sdxlab.capture.crops import Crop, crop_box, make_crop
-from sdxlab.capture.dataset import masked_previews, read_metadata, write_dataset
-from sdxlab.capture.decode import Photo, UnreadablePhoto, decode_photo, load_photo
-from sdxlab.capture.pipeline import analyse_photos, capture_photos
-from sdxlab.capture.results import CaptureResult, CaptureSettings, DatasetEntry, PhotoResult
-from sdxlab.capture.sheet import contact_sheet
-from sdxlab.capture.sources import CaptureError, PhotoSource, find_photos
-from sdxlab.capture.upload import caption_editor, in_jupyter_frontend, save_uploads, upload_widget
+from sdxlab.lazy import lazy_exports
 
-__all__ = [
-    "DUPLICATE_MAX_DISTANCE",
-    "IDENTITY_MAX_DISTANCE",
-    "MIN_SHARPNESS",
-    "CaptureError",
-    "CaptureResult",
-    "CaptureSettings",
-    "Crop",
-    "DatasetEntry",
-    "Photo",
-    "PhotoResult",
-    "PhotoSource",
-    "UnreadablePhoto",
-    "analyse_photos",
-    "caption_editor",
-    "capture_photos",
-    "contact_sheet",
-    "crop_box",
-    "decode_photo",
-    "find_photos",
-    "in_jupyter_frontend",
-    "load_photo",
-    "make_crop",
-    "masked_previews",
-    "perceptual_hash",
-    "read_metadata",
-    "save_uploads",
-    "upload_widget",
-    "write_dataset",
-]
+# name -> module it lives in; imported on first use (sdxlab.lazy says why)
+_EXPORTS = {
+    "CaptureError": "sources",
+    "CaptureResult": "results",
+    "CaptureSettings": "results",
+    "Crop": "crops",
+    "DUPLICATE_MAX_DISTANCE": "checks",
+    "DatasetEntry": "results",
+    "IDENTITY_MAX_DISTANCE": "checks",
+    "MIN_SHARPNESS": "checks",
+    "Photo": "decode",
+    "PhotoResult": "results",
+    "PhotoSource": "sources",
+    "UnreadablePhoto": "decode",
+    "analyse_photos": "pipeline",
+    "caption_editor": "upload",
+    "capture_photos": "pipeline",
+    "contact_sheet": "sheet",
+    "crop_box": "crops",
+    "decode_photo": "decode",
+    "find_photos": "sources",
+    "in_jupyter_frontend": "upload",
+    "load_photo": "decode",
+    "make_crop": "crops",
+    "masked_previews": "dataset",
+    "perceptual_hash": "checks",
+    "read_metadata": "dataset",
+    "save_uploads": "upload",
+    "upload_widget": "upload",
+    "write_dataset": "dataset",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

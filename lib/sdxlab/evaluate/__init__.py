@@ -65,64 +65,43 @@ summary.json keys (stable):
     files           the files written to metrics/
 """
 
-from sdxlab.evaluate.clip import DEFAULT_CLIP_MODEL, TINY_CLIP, ClipModel, load_clip, tiny_clip
-from sdxlab.evaluate.inputs import find_samples, parse_a1111_parameters, training_photos
-from sdxlab.evaluate.likeness import Calibration, IdentityReference, LikenessUnavailable, calibrate, read_face
-from sdxlab.evaluate.other_people import group_photo_faces, group_photo_path, other_people
-from sdxlab.evaluate.report import (
-    CALIBRATION_KEYS,
-    GROUP_KEYS,
-    PER_IMAGE_COLUMNS,
-    SUMMARY_KEYS,
-    Evaluation,
-    RunComparison,
-    compare_runs,
-    evaluate_folder,
-    evaluate_run,
-    headline_figures,
-)
-from sdxlab.evaluate.scorers import (
-    ClipAlignmentScorer,
-    LikenessScorer,
-    Scorer,
-    available_scorers,
-    intent_text,
-    make_scorer,
-    register_scorer,
-)
+from sdxlab.lazy import lazy_exports
 
-__all__ = [
-    "CALIBRATION_KEYS",
-    "DEFAULT_CLIP_MODEL",
-    "GROUP_KEYS",
-    "PER_IMAGE_COLUMNS",
-    "SUMMARY_KEYS",
-    "TINY_CLIP",
-    "Calibration",
-    "ClipAlignmentScorer",
-    "ClipModel",
-    "Evaluation",
-    "IdentityReference",
-    "LikenessScorer",
-    "LikenessUnavailable",
-    "RunComparison",
-    "Scorer",
-    "available_scorers",
-    "calibrate",
-    "compare_runs",
-    "evaluate_folder",
-    "evaluate_run",
-    "find_samples",
-    "group_photo_faces",
-    "group_photo_path",
-    "headline_figures",
-    "intent_text",
-    "load_clip",
-    "make_scorer",
-    "other_people",
-    "parse_a1111_parameters",
-    "read_face",
-    "register_scorer",
-    "tiny_clip",
-    "training_photos",
-]
+# name -> module it lives in; imported on first use (sdxlab.lazy says why)
+_EXPORTS = {
+    "CALIBRATION_KEYS": "report",
+    "Calibration": "likeness",
+    "ClipAlignmentScorer": "scorers",
+    "ClipModel": "clip",
+    "DEFAULT_CLIP_MODEL": "clip",
+    "Evaluation": "report",
+    "GROUP_KEYS": "report",
+    "IdentityReference": "likeness",
+    "LikenessScorer": "scorers",
+    "LikenessUnavailable": "likeness",
+    "PER_IMAGE_COLUMNS": "report",
+    "RunComparison": "report",
+    "SUMMARY_KEYS": "report",
+    "Scorer": "scorers",
+    "TINY_CLIP": "clip",
+    "available_scorers": "scorers",
+    "calibrate": "likeness",
+    "compare_runs": "report",
+    "evaluate_folder": "report",
+    "evaluate_run": "report",
+    "find_samples": "inputs",
+    "group_photo_faces": "other_people",
+    "group_photo_path": "other_people",
+    "headline_figures": "report",
+    "intent_text": "scorers",
+    "load_clip": "clip",
+    "make_scorer": "scorers",
+    "other_people": "other_people",
+    "parse_a1111_parameters": "inputs",
+    "read_face": "likeness",
+    "register_scorer": "scorers",
+    "tiny_clip": "clip",
+    "training_photos": "inputs",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

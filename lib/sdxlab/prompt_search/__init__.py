@@ -10,33 +10,26 @@
 - `plots`: the leaderboard, the likeness x meaning front (plot and pictures), the held-out grid.
 """
 
-from sdxlab.prompt_search.choose import make_proposers
-from sdxlab.prompt_search.evaluation import ImageCache, ImageEvaluator, SamplerGenerator
-from sdxlab.prompt_search.heldout import heldout_check, heldout_seeds, paired_uplift
-from sdxlab.prompt_search.objective import Intent, Objective, build_objective
-from sdxlab.prompt_search.proposers import (
-    ProposalContext,
-    ProposerError,
-    ScoredPrompt,
-    VocabularyProposer,
-)
-from sdxlab.prompt_search.search import SearchSettings, run_search
+from sdxlab.lazy import lazy_exports
 
-__all__ = [
-    "ImageCache",
-    "ImageEvaluator",
-    "Intent",
-    "Objective",
-    "ProposalContext",
-    "ProposerError",
-    "SamplerGenerator",
-    "ScoredPrompt",
-    "SearchSettings",
-    "VocabularyProposer",
-    "build_objective",
-    "heldout_check",
-    "heldout_seeds",
-    "make_proposers",
-    "paired_uplift",
-    "run_search",
-]
+# name -> module it lives in; imported on first use (sdxlab.lazy says why)
+_EXPORTS = {
+    "ImageCache": "evaluation",
+    "ImageEvaluator": "evaluation",
+    "Intent": "objective",
+    "Objective": "objective",
+    "ProposalContext": "proposers",
+    "ProposerError": "proposers",
+    "SamplerGenerator": "evaluation",
+    "ScoredPrompt": "proposers",
+    "SearchSettings": "search",
+    "VocabularyProposer": "proposers",
+    "build_objective": "objective",
+    "heldout_check": "heldout",
+    "heldout_seeds": "heldout",
+    "make_proposers": "choose",
+    "paired_uplift": "heldout",
+    "run_search": "search",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

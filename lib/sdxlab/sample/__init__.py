@@ -10,32 +10,30 @@
 - `playground`: the interactive prompt panel (ipywidgets; imported by 03 only when shown).
 """
 
-from sdxlab.sample.checkpoints import checkpoint_loras, generate_per_checkpoint, why_no_checkpoint_samples
-from sdxlab.sample.infotext import format_parameters, parse_parameters, read_parameters, write_png
-from sdxlab.sample.outputs import CSV_COLUMNS, SAMPLES_CSV, read_samples, save_grid, save_samples
-from sdxlab.sample.plots import checkpoint_grid, lora_scale_grid, prompt_seed_grid
-from sdxlab.sample.prompts import fill_subject
-from sdxlab.sample.sampler import SCHEDULERS, GeneratedImage, Sampler, make_scheduler
+from sdxlab.lazy import lazy_exports
 
-__all__ = [
-    "CSV_COLUMNS",
-    "SAMPLES_CSV",
-    "SCHEDULERS",
-    "GeneratedImage",
-    "Sampler",
-    "checkpoint_grid",
-    "checkpoint_loras",
-    "fill_subject",
-    "format_parameters",
-    "generate_per_checkpoint",
-    "lora_scale_grid",
-    "make_scheduler",
-    "parse_parameters",
-    "prompt_seed_grid",
-    "read_parameters",
-    "read_samples",
-    "save_grid",
-    "save_samples",
-    "why_no_checkpoint_samples",
-    "write_png",
-]
+# name -> module it lives in; imported on first use (sdxlab.lazy says why)
+_EXPORTS = {
+    "CSV_COLUMNS": "outputs",
+    "GeneratedImage": "sampler",
+    "SAMPLES_CSV": "outputs",
+    "SCHEDULERS": "sampler",
+    "Sampler": "sampler",
+    "checkpoint_grid": "plots",
+    "checkpoint_loras": "checkpoints",
+    "fill_subject": "prompts",
+    "format_parameters": "infotext",
+    "generate_per_checkpoint": "checkpoints",
+    "lora_scale_grid": "plots",
+    "make_scheduler": "sampler",
+    "parse_parameters": "infotext",
+    "prompt_seed_grid": "plots",
+    "read_parameters": "infotext",
+    "read_samples": "outputs",
+    "save_grid": "outputs",
+    "save_samples": "outputs",
+    "why_no_checkpoint_samples": "checkpoints",
+    "write_png": "infotext",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -12,7 +12,16 @@ top to bottom), `plots` (loss curve, validation grid), `live` (the notebook's up
 (diffusers and kohya files) and `publish` (lora.unfinished/ becomes lora/).
 """
 
-from sdxlab.train.config import TrainConfig, TrainError
-from sdxlab.train.loop import TrainEvent, TrainingInterrupted, TrainResult, train
+from sdxlab.lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainError", "TrainEvent", "TrainResult", "TrainingInterrupted", "train"]
+# name -> module it lives in; imported on first use (sdxlab.lazy says why)
+_EXPORTS = {
+    "TrainConfig": "config",
+    "TrainError": "config",
+    "TrainEvent": "loop",
+    "TrainResult": "loop",
+    "TrainingInterrupted": "loop",
+    "train": "loop",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -17,8 +17,7 @@ from sdxlab.layout import RunLayout
 from sdxlab.run import RunError, check_parameters, load_profile, parse_override
 from sdxlab.settings import SettingsError
 from sdxlab.settings.stages import help_text
-from sdxlab.train import TrainConfig, TrainError, TrainingInterrupted, train
-from sdxlab.train.config import COMMON_PARAMETERS
+from sdxlab.train.config import COMMON_PARAMETERS, TrainConfig, TrainError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         layout = RunLayout.for_run(checked["run"], checked["outputs_dir"])
         wanted = {k: checked[k] for k in wanted}
         config = TrainConfig.from_notebook_parameters(wanted, dataset_dir=layout.dataset, output_dir=layout.lora)
+    except (RunError, SettingsError, TrainError) as error:
+        print(f"sdxlab.train: {error}", file=sys.stderr)
+        return 1
+    from sdxlab.train.loop import TrainingInterrupted, train  # torch, peft, diffusers: once the parameters are good
+
+    try:
         result = train(config)
-    except (RunError, SettingsError, TrainError, TrainingInterrupted) as error:
+    except (SettingsError, TrainingInterrupted) as error:
         print(f"sdxlab.train: {error}", file=sys.stderr)
         return 1
     if result is not None:  # the main process
