@@ -40,15 +40,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests bench notebooks
 	$(VENV)/bin/ruff format --check lib tests bench data
 
-# pytest runs the library tests and one papermill run of all notebooks; nbmake then runs every notebook
-# as committed (demo defaults), writing into a temporary outputs folder.
+# nbmake first runs every notebook as committed (demo defaults) on copies in a temporary folder, writing into
+# a temporary outputs folder; the executed copies are kept in the run folder (outputs/demo/notebooks/, where
+# papermill runs put theirs) and pytest's notebook tests read what that run recorded, so the demo runs once.
+# (`pytest` alone runs the demo itself, with papermill.)
 # The browser test drives JupyterLab in Debian's chromium (Playwright cannot download its own browser on CI):
 # installed here when missing and running as root (CI); otherwise that one test is skipped and says why.
 test: lint
 	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update && apt-get install -y chromium; } \
 		|| echo "chromium is not installed (apt-get install -y chromium): the browser test will be skipped"
-	$(PY) -m pytest $(ARGS)
-	SDXLAB_OUTPUTS="$$(mktemp -d)" $(PY) -m pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider -q notebooks
+	scratch="$$(mktemp -d)" && mkdir "$$scratch/notebooks" && cp notebooks/*.ipynb "$$scratch/notebooks/" \
+		&& SDXLAB_PROJECT="$(CURDIR)" SDXLAB_OUTPUTS="$$scratch/outputs" $(PY) -m pytest --nbmake --overwrite \
+			--nbmake-timeout=600 -p no:cacheprovider -q --rootdir="$$scratch" "$$scratch/notebooks" \
+		&& mv "$$scratch/notebooks" "$$scratch/outputs/demo/notebooks" \
+		&& SDXLAB_TEST_DEMO_RUN="$$scratch/outputs/demo" $(PY) -m pytest $(ARGS)
 
 # Bound to localhost with Jupyter's login token (printed below); the whole project is browsable so
 # outputs/ can be opened next to the notebooks. Root (containers, CI) needs --allow-root.

@@ -1,17 +1,19 @@
 """Shared fixtures: the tiny offline SDXL, the bundled sample photos, and one demo run of all notebooks.
 
 The tiny model is built once per machine (cached under $SDXLAB_CACHE or ~/.cache/sdxlab). The demo run
-executes every notebook once with papermill on the demo profile into a temporary outputs folder; the
-per-stage notebook tests assert on what it wrote.
+executes every notebook once on the demo defaults into a temporary outputs folder (nbmake's run under
+`make test`, papermill's under plain `pytest`); the per-stage notebook tests assert on what it wrote.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from sdxlab.layout import RunLayout, project_root
+from sdxlab.run import STAGES
 
 PROJECT = project_root(Path(__file__).parent)
 
@@ -45,9 +47,23 @@ def sample_photos_dir() -> Path:
     return PROJECT / "data" / "sample"
 
 
+DEMO_RUN_ENV = "SDXLAB_TEST_DEMO_RUN"  # a demo run folder already executed (make test's nbmake run)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> RunLayout:
-    """All five notebooks executed once, in order, on the demo profile (as `make demo` does)."""
+    """All five notebooks executed once, in order, on the demo defaults (as `make demo` does).
+
+    `make test` has nbmake execute the committed notebooks first and names that run folder in
+    $SDXLAB_TEST_DEMO_RUN (its executed notebooks in `notebooks/`), so the demo runs once per `make test`;
+    plain `pytest` executes them here with papermill, like `make demo`.
+    """
+    if os.environ.get(DEMO_RUN_ENV):
+        layout = RunLayout(Path(os.environ[DEMO_RUN_ENV]))
+        missing = [stage for stage in STAGES if not (layout.notebooks / f"{stage}.ipynb").is_file()]
+        if missing:
+            pytest.fail(f"${DEMO_RUN_ENV} is {layout.root}, but it holds no executed {', '.join(missing)}.")
+        return layout
     from sdxlab.run import run_pipeline
 
     outputs = tmp_path_factory.mktemp("outputs")

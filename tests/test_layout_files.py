@@ -14,6 +14,15 @@ def test_relative_parameters_resolve_against_the_project(monkeypatch, project):
     assert resolve_path("data/sample") == project / "data" / "sample"
 
 
+def test_a_notebook_copy_outside_the_checkout_finds_the_project_through_the_environment(monkeypatch, tmp_path, project):
+    monkeypatch.chdir(tmp_path)  # e.g. make test's nbmake run, on copies of the notebooks
+    monkeypatch.delenv("SDXLAB_PROJECT", raising=False)
+    assert resolve_path("data/sample") == tmp_path / "data" / "sample"  # without it: the wrong folder
+    monkeypatch.setenv("SDXLAB_PROJECT", str(project))
+    assert resolve_path("data/sample") == project / "data" / "sample"
+    assert project_root(tmp_path) == tmp_path  # an explicit start still wins
+
+
 def test_outputs_root_precedence(monkeypatch, tmp_path, project):
     monkeypatch.chdir(project)
     monkeypatch.delenv("SDXLAB_OUTPUTS", raising=False)

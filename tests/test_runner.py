@@ -72,6 +72,9 @@ def test_failing_notebook_stops_the_run_naming_notebook_cell_and_error(tmp_path)
     assert "02_train" in message and "cell" in message and "the photos folder is empty" in message
     executed = tmp_path / "out" / "failing" / "notebooks"
     assert (executed / "01_capture.ipynb").exists()  # what ran before the failure is kept
+    first = nbformat.read(executed / "01_capture.ipynb", as_version=4)
+    injected = [c.source for c in first.cells if c.metadata.get("tags") == ["injected-parameters"]]
+    assert injected and str(tmp_path / "out") in injected[0]  # papermill injected the run's parameters
     assert (executed / "02_train.ipynb").exists()  # the failing notebook is kept for its traceback
     assert not (executed / "03_sample.ipynb").exists()
 

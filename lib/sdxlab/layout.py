@@ -12,11 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OUTPUTS_ENV = "SDXLAB_OUTPUTS"  # overrides the default outputs folder (tests point it at a temporary folder)
+PROJECT_ENV = "SDXLAB_PROJECT"  # the checkout, for notebooks executed from a copy elsewhere (make test's nbmake run)
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The sdxlab checkout: the nearest folder at or above `start` (default: the working folder) holding pyproject.toml and notebooks/."""
+    """The sdxlab checkout: the nearest folder at or above `start` (default: the working folder) holding pyproject.toml and notebooks/.
+
+    Without `start`, $SDXLAB_PROJECT names it when set: notebooks executed from a copy outside the checkout
+    (as `make test` does, so the executed copies can be kept) still find data/ and env/ there.
+    """
+    if start is None and os.environ.get(PROJECT_ENV):
+        return Path(os.environ[PROJECT_ENV]).expanduser().resolve()
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
