@@ -15,9 +15,9 @@ from PIL import Image
 from sdxlab import faces
 from sdxlab.faces import Face
 
-# crop side / face width: 2 is face and hair (the demo: at 128 px its face stays big enough for dlib to find after
-# the tiny model's VAE), 3 keeps head and shoulders (the sdxl profile, at 1024 px)
-CROP_SCALE = 2.0
+# crop side / face width: 1.5 is the face with a little hair (the demo: at 128 px its eyes and mouth stay a few latent
+# pixels wide, so its tiny model can learn them), 2 face and hair, 3 head and shoulders (the sdxl profile, at 1024 px)
+CROP_SCALE = 1.5
 LOOSE_CROP_FACTOR = 1.6  # the optional second crop is this much wider than the first
 TIGHTEST_SCALE = 1.8  # near an edge, the crop may shrink to this (face and hair) before it slides off-centre
 SHOULDER_SHIFT = 0.25  # crop centre below the face centre, in face heights, to show shoulders not sky

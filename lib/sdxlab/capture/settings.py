@@ -55,7 +55,9 @@ class CaptureSettings(Settings):
     min_photos: int = setting(8, "stop with an explanation if fewer photos than this are usable", minimum=1)
     loose_crop: bool = setting(False, "also keep a looser crop of each photo (more variety, twice the images)")
     crop_scale: float = setting(
-        CROP_SCALE, "crop side as a multiple of the face width (2: face and hair, 3: head and shoulders)", minimum=1
+        CROP_SCALE,
+        "crop side as a multiple of the face width (1.5: the face, 2: face and hair, 3: head and shoulders)",
+        minimum=1,
     )
     max_upscale: float = setting(
         2.0, "reject a photo whose crop must be enlarged more than this to reach `resolution`", minimum=1

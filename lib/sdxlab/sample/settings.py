@@ -40,7 +40,12 @@ class SampleSettings(Settings):
         default=8,
         help="denoising steps per image (30 for SDXL; the demo uses few to stay fast)",
     )
-    guidance: float = like(GenerationSettings, "guidance")
+    guidance: float = like(
+        GenerationSettings,
+        "guidance",
+        default=3.0,
+        help="classifier-free guidance: how strictly images follow the prompt (5-7 for SDXL; the demo's toy saturates above 3)",
+    )
     scheduler: str = like(GenerationSettings, "scheduler")
     lora_scale: float = like(
         GenerationSettings,

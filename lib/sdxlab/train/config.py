@@ -117,7 +117,7 @@ class TrainConfig(Settings):
         parameter="lora_name",
     )
     # length and batch
-    steps: int = setting(240, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
+    steps: int = setting(600, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
     batch_size: int | Literal["auto"] = setting(
         "auto", 'images per step and GPU; "auto": the largest that fits free GPU memory (2 on a CPU)', minimum=1
     )
@@ -132,7 +132,7 @@ class TrainConfig(Settings):
     )
     learning_rate: float = setting(
         2e-3,
-        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 240 steps); 1.0 with prodigy",
+        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 600 steps); 1.0 with prodigy",
         minimum=0,
     )
     lr_scheduler: str = setting("cosine", ", ".join(LR_SCHEDULERS), choices=LR_SCHEDULERS)
@@ -166,10 +166,15 @@ class TrainConfig(Settings):
     )
     embedding_lr: float = setting(3e-4, "learning rate of the new token embeddings", minimum=0)
     # data and loss
-    flip: bool = setting(True, "also train on mirror images (twice the views; faces are nearly symmetric)")
+    flip: bool = setting(
+        False, "also train on mirror images: twice the views, but a face's own asymmetries (parting, smile) blur"
+    )
     masked_loss: bool = setting(True, "weight the loss by the capture's face masks (face 1.0, background lower)")
     min_snr_gamma: float | None = setting(
-        5.0, "min-SNR loss weighting gamma (faster, steadier training); None turns it off", above=0
+        None,
+        "min-SNR loss weighting gamma, e.g. 5.0 (steadier SDXL training); None: every noise level weighs alike "
+        "(the demo's v-prediction toy learns the head's layout faster so)",
+        above=0,
     )
     noise_offset: float = setting(0.0, "e.g. 0.0357: lets the model learn darker and brighter pictures", minimum=0)
     prior_preservation: bool = setting(
@@ -194,7 +199,7 @@ class TrainConfig(Settings):
         "small batches; train/graphed.py says when it cannot); False: always eager; True: required",
     )
     # checkpoints, pictures, cost
-    checkpoint_every: int = setting(80, "steps between checkpoints (each with validation images)", minimum=1)
+    checkpoint_every: int = setting(200, "steps between checkpoints (each with validation images)", minimum=1)
     keep_checkpoints: int = setting(3, "newest checkpoints kept; 0 keeps all", minimum=0)
     resume: bool = setting(False, "True: continue from the newest checkpoint (same parameters required)")
     validation_prompts: list[str] = setting(
