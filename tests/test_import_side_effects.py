@@ -50,3 +50,19 @@ def test_the_command_line_help_reads_every_setting_without_importing_torch():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train_lora_rank = " in result.stdout and "sample_steps = " in result.stdout
     assert result.stdout.strip().endswith("torch imported: False")
+
+
+SHADOW = """
+import types
+import sdxlab.evaluate.other_people  # the submodule first, then the function of the same name
+import sdxlab.evaluate as evaluate
+assert not isinstance(evaluate.other_people, types.ModuleType), evaluate.other_people
+from sdxlab.evaluate import other_people
+assert other_people is evaluate.other_people and callable(other_people)
+"""
+
+
+def test_an_export_named_like_its_module_stays_the_export_after_the_module_is_imported():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIB), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", SHADOW], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """`__getattr__` and `__dir__` for `package`, whose `exports` map a name to its module (relative to it)."""
-    namespace = importlib.import_module(package).__dict__
+    module = importlib.import_module(package)
+    namespace = module.__dict__
+
+    class LazyPackage(types.ModuleType):
+        def __setattr__(self, name: str, value: Any) -> None:
+            # importing a submodule named like one of the package's exports (sdxlab.evaluate.other_people) would
+            # bind the name to that module; the export keeps it, as the eager `from ... import` did
+            if name in exports and isinstance(value, types.ModuleType) and exports[name] == name:
+                return
+            super().__setattr__(name, value)
+
+    module.__class__ = LazyPackage
 
     def __getattr__(name: str) -> Any:
         if name not in exports:  # a submodule, as `import sdxlab.train; sdxlab.train.step` found it before
