@@ -13,7 +13,7 @@ class LiveTrainingView:
     """Pass to `train(..., callbacks=[LiveTrainingView()])` in a notebook.
 
     Redraws the loss curve every `every` steps, but not again within `min_seconds` (drawing a figure costs
-    about 0.2 s on a CPU: every 5 steps of the demo's 720 was a sixth of its training time), and the validation
+    about 0.2 s on a CPU: every 5 of the demo's 600 steps was a sixth of its training time), and the validation
     grid at every checkpoint, each in its own display slot (updated, not appended, so the notebook stays short).
     Outside IPython it does nothing.
     """
