@@ -8,6 +8,13 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib"
 
+
+def fresh_python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a new interpreter (import order and sys.modules start empty), importing this checkout's lib/."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIB), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
 CODE = """
 import logging
 import sdxlab.models
@@ -25,8 +32,7 @@ from diffusers import StableDiffusionXLPipeline  # what triggers the notice with
 
 
 def test_importing_sdxlab_installs_no_logging_filter_and_loading_hides_the_notice_once():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIB), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, timeout=300)
+    result = fresh_python(CODE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "requires torchvision" not in result.stderr
 
@@ -45,8 +51,7 @@ print("torch imported:", "torch" in sys.modules)
 def test_the_command_line_help_reads_every_setting_without_importing_torch():
     """`sdxlab run --help` lists every stage's settings; the stage packages export lazily (`sdxlab.lazy`), so
     it no longer imports torch, peft and diffusers first (8 s before, 0.3 s after on a 2-core CPU)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIB), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", HELP], capture_output=True, text=True, env=env, timeout=300)
+    result = fresh_python(HELP)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train_lora_rank = " in result.stdout and "sample_steps = " in result.stdout
     assert result.stdout.strip().endswith("torch imported: False")
@@ -63,6 +68,5 @@ assert other_people is evaluate.other_people and callable(other_people)
 
 
 def test_an_export_named_like_its_module_stays_the_export_after_the_module_is_imported():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIB), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", SHADOW], capture_output=True, text=True, env=env, timeout=300)
+    result = fresh_python(SHADOW)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -41,5 +41,4 @@ _EXPORTS = {
     "upload_widget": "upload",
     "write_dataset": "dataset",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

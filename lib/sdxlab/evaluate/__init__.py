@@ -103,5 +103,4 @@ _EXPORTS = {
     "tiny_clip": "clip",
     "training_photos": "inputs",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

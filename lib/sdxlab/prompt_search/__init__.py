@@ -31,5 +31,4 @@ _EXPORTS = {
     "paired_uplift": "heldout",
     "run_search": "search",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

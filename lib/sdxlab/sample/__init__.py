@@ -35,5 +35,4 @@ _EXPORTS = {
     "why_no_checkpoint_samples": "checkpoints",
     "write_png": "infotext",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -23,5 +23,4 @@ _EXPORTS = {
     "TrainingInterrupted": "loop",
     "train": "loop",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
