@@ -138,16 +138,19 @@ def test_help_lists_every_parameter_with_default_and_help():
 
 
 def test_generator_writes_a_stale_cell_back(tmp_path, project):
+    from sdxlab.sample.settings import SampleSettings
     from sdxlab.settings.stages import write_cells
 
+    steps = SampleSettings().steps
     notebook = nbformat.read(project / "notebooks" / "03_sample.ipynb", as_version=4)
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source = cell.source.replace("sample_steps = 8", "sample_steps = 9")
+    assert f"sample_steps = {steps}  #" in cell.source
+    cell.source = cell.source.replace(f"sample_steps = {steps}", f"sample_steps = {steps + 1}")
     nbformat.write(notebook, tmp_path / "03_sample.ipynb")
     assert stale_cells(tmp_path, ["03_sample"]) == ["03_sample"]
     assert write_cells(tmp_path, ["03_sample"]) == ["03_sample"]
     assert stale_cells(tmp_path, ["03_sample"]) == []
-    assert "sample_steps = 8  #" in parameters_cell("03_sample")
+    assert f"sample_steps = {steps}  #" in parameters_cell("03_sample")
 
 
 # --- one line for a bad value, before any work -------------------------------------------------------------
@@ -193,7 +196,7 @@ def test_notebook_settings_construction_checks_the_same_way():
         SampleSettings.from_parameters({"sample_stpes": 3})
     settings = SampleSettings.from_parameters({"sample_guidance": "7", "sample_steps": 12, "sample": object()})
     assert settings.generation == GenerationSettings(
-        steps=12, guidance=7.0, negative_prompt=settings.negative_prompt, batch_size=4
+        steps=12, guidance=7.0, scheduler="euler_a", negative_prompt=settings.negative_prompt, batch_size=4
     )
 
 

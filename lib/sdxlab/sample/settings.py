@@ -37,16 +37,23 @@ class SampleSettings(Settings):
     steps: int = like(
         GenerationSettings,
         "steps",
-        default=8,
-        help="denoising steps per image (30 for SDXL; the demo uses few to stay fast)",
+        default=24,
+        help="denoising steps per image (30 for SDXL)",
     )
     guidance: float = like(
         GenerationSettings,
         "guidance",
-        default=3.0,
-        help="classifier-free guidance: how strictly images follow the prompt (5-7 for SDXL; the demo's toy saturates above 3)",
+        default=1.0,
+        help="classifier-free guidance: how strictly images follow the prompt (5-7 for SDXL; 1.0 turns it off, "
+        "where the demo's toy draws its clearest faces)",
     )
-    scheduler: str = like(GenerationSettings, "scheduler")
+    scheduler: str = like(
+        GenerationSettings,
+        "scheduler",
+        default="euler_a",
+        help='"euler", "euler_a", "dpmpp_2m" or "dpmpp_2m_karras" (the demo\'s toy draws faces with euler_a; '
+        "SDXL: dpmpp_2m_karras)",
+    )
     lora_scale: float = like(
         GenerationSettings,
         "lora_scale",

@@ -55,6 +55,7 @@ RESUMABLE_CHANGES = frozenset(
         "validation_seeds",
         "validation_steps",
         "validation_guidance",
+        "validation_scheduler",
         "gpu_price_per_hour",
         "progress",
         "dataset_dir",
@@ -117,7 +118,7 @@ class TrainConfig(Settings):
         parameter="lora_name",
     )
     # length and batch
-    steps: int = setting(600, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
+    steps: int = setting(720, "optimizer steps; SDXL: 500-1000 for ~20 photos", minimum=1)
     batch_size: int | Literal["auto"] = setting(
         "auto", 'images per step and GPU; "auto": the largest that fits free GPU memory (2 on a CPU)', minimum=1
     )
@@ -132,7 +133,7 @@ class TrainConfig(Settings):
     )
     learning_rate: float = setting(
         2e-3,
-        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 600 steps); 1.0 with prodigy",
+        "LoRA learning rate: 1e-4 for SDXL (the tiny demo model needs 2e-3 to learn in 720 steps); 1.0 with prodigy",
         minimum=0,
     )
     lr_scheduler: str = setting("cosine", ", ".join(LR_SCHEDULERS), choices=LR_SCHEDULERS)
@@ -171,9 +172,9 @@ class TrainConfig(Settings):
     )
     masked_loss: bool = setting(True, "weight the loss by the capture's face masks (face 1.0, background lower)")
     min_snr_gamma: float | None = setting(
-        None,
-        "min-SNR loss weighting gamma, e.g. 5.0 (steadier SDXL training); None: every noise level weighs alike "
-        "(the demo's v-prediction toy learns the head's layout faster so)",
+        5.0,
+        "min-SNR loss weighting gamma (Hang et al. 2023; steadier training, the usual SDXL choice); "
+        "None: every noise level weighs alike",
         above=0,
     )
     noise_offset: float = setting(0.0, "e.g. 0.0357: lets the model learn darker and brighter pictures", minimum=0)
@@ -199,7 +200,7 @@ class TrainConfig(Settings):
         "small batches; train/graphed.py says when it cannot); False: always eager; True: required",
     )
     # checkpoints, pictures, cost
-    checkpoint_every: int = setting(200, "steps between checkpoints (each with validation images)", minimum=1)
+    checkpoint_every: int = setting(240, "steps between checkpoints (each with validation images)", minimum=1)
     keep_checkpoints: int = setting(3, "newest checkpoints kept; 0 keeps all", minimum=0)
     resume: bool = setting(False, "True: continue from the newest checkpoint (same parameters required)")
     validation_prompts: list[str] = setting(
@@ -210,13 +211,20 @@ class TrainConfig(Settings):
         [0], "one validation picture per prompt and seed at every checkpoint", check=_seeds
     )
     validation_steps: int = like(
-        GenerationSettings, "steps", default=8, help="sampling steps per validation picture (25-30 for SDXL)"
+        GenerationSettings, "steps", default=24, help="sampling steps per validation picture (25-30 for SDXL)"
     )
     validation_guidance: float = like(
         GenerationSettings,
         "guidance",
-        default=3.0,
-        help="classifier-free guidance of the validation pictures (5 for SDXL; the demo's toy saturates above 3)",
+        default=1.0,
+        help="classifier-free guidance of the validation pictures (5 for SDXL; 1.0 turns it off, where the demo's "
+        "toy draws its clearest faces)",
+    )
+    validation_scheduler: str = like(
+        GenerationSettings,
+        "scheduler",
+        default="euler_a",
+        help="sampler of the validation pictures, one of sample_scheduler's (the demo's toy draws faces with euler_a)",
     )
     gpu_price_per_hour: float = setting(0.0, "for the cost line, in dollars per GPU hour; 0: unknown", minimum=0)
     progress: bool = internal(True)  # tqdm progress bar

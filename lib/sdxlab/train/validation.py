@@ -56,9 +56,18 @@ def render_validation(
     inference_steps: int,
     guidance: float,
     folder: Path,
+    scheduler: str | None = None,
 ) -> list[ValidationImage]:
-    """Render every prompt × seed with the UNet as it is now; save them under `folder/step_NNNNNN/`."""
+    """Render every prompt × seed with the UNet as it is now; save them under `folder/step_NNNNNN/`.
+
+    `scheduler` is an sdxlab sampler name (`sdxlab.sample.sampler.make_scheduler`); None keeps the pipeline's own.
+    """
+    from sdxlab.sample.sampler import make_scheduler
+
     embeds, pooled, negative, negative_pooled = encoded
+    own_scheduler = pipe.scheduler
+    if scheduler is not None:
+        pipe.scheduler = make_scheduler(scheduler, own_scheduler.config)
     device = pipe.unet.device
     vae_device = pipe.vae.device
     pipe.vae.to(device)  # the VAE waits on the CPU between checkpoints when training on a GPU
@@ -86,6 +95,7 @@ def render_validation(
                     files.write_image(path, image)
                     rendered.append(ValidationImage(step=step, prompt=prompt, seed=seed, image=image, path=path))
     finally:
+        pipe.scheduler = own_scheduler
         pipe.unet.train(was_training)
         pipe.vae.to(vae_device)
     return rendered
@@ -109,6 +119,7 @@ def validate_checkpoint(pipe, config, step: int, text, so_far: list, work_dir: P
             config.validation_steps,
             config.validation_guidance,
             work_dir / "validation",
+            config.validation_scheduler,
         )
     )
     write_validation_grid(work_dir, so_far)
