@@ -15,7 +15,7 @@ TINY_MODEL = "tiny"  # the name profiles and notebooks use for the offline model
 
 RANDOM_WEIGHTS_NOTE = (
     "tiny toy model (pretrained on a dozen pictures without people; text encoders and CLIP random): "
-    "its pictures show the workflow, not SDXL's quality, and its scores are meaningless"
+    "its pictures show the workflow, not SDXL's quality; its CLIP scores are meaningless (dlib's face measures are real)"
 )
 
 
