@@ -17,7 +17,7 @@ that is not saved or not applied), since a LoRA starts as an exact no-op:
 Measured 2026-12-02 on a 2-core CPU with the demo's defaults (720 steps, min-SNR 5, 24 euler_a steps without
 guidance): faces in 8 of 12 pictures at scale 1 (HOG 0.37-0.74), likeness position 0.54; none at scale 0, 0.4 and
 0.7; per checkpoint 0/2 at step 240, 0/2 at 480, 2/2 at 720 (position 0.57). With learning rate 0 every test here
-fails (values beside each assertion).
+fails (values beside each assertion) except the base model's, which does not depend on training.
 """
 
 from __future__ import annotations
